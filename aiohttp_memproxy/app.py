@@ -1,0 +1,30 @@
+"""create_app: a table of contents. Keys, cleanup contexts in dependency order, middlewares, routes."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from aiohttp_memproxy import middlewares
+from aiohttp_memproxy.keys import MODELS, ROUTER, SETTINGS, STARTED_AT
+from aiohttp_memproxy.models import ModelTable
+from aiohttp_memproxy.routing import MemoryRouter
+from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.views import routes
+
+MIB = 1024 * 1024
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=int(settings.proxy.max_body_mb * MIB),
+        middlewares=[middlewares.request_context, middlewares.render_errors, middlewares.authenticate],
+    )
+    app[SETTINGS] = settings
+    app[MODELS] = ModelTable(settings.models, settings.aliases)
+    app[ROUTER] = MemoryRouter(settings.routing)
+    app[STARTED_AT] = time.monotonic()
+    app.on_response_prepare.append(middlewares.echo_request_id)
+    app.add_routes(routes)
+    return app

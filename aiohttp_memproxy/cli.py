@@ -1,0 +1,147 @@
+"""``memproxy [serve] [...]`` and ``memproxy check``. Other tools drive this contract: keep it stable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+from aiohttp import web
+
+from aiohttp_memproxy import __version__, logs
+from aiohttp_memproxy.settings import ConfigError, Settings, exposure_problems, load_settings
+
+log = structlog.get_logger()
+
+DEFAULT_CONFIG = "conf/config.yaml"
+COMMANDS = ("serve", "check")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memproxy", description="Local LLM gateway: LiteLLM in-process, cookies kept, memory routing."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="{serve,check}")
+    config_help = f"LiteLLM-format config.yaml (default: $MEMPROXY_CONFIG, else {DEFAULT_CONFIG})"
+
+    serve = commands.add_parser("serve", help="serve the gateway (the default command)")
+    serve.add_argument("--config", help=config_help)
+    serve.add_argument("--host", help="address to listen on (default: memproxy.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: memproxy.port, 8764)")
+    serve.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where the cookie jar lives (default: memproxy.state_dir, else $STATE_DIRECTORY, "
+        "else $XDG_STATE_HOME/aiohttp-memproxy, else ~/.local/state/aiohttp-memproxy)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("console", "json"),
+        help="default: memproxy.log_format; auto is console on a TTY, JSON otherwise",
+    )
+    serve.add_argument("--log-level", type=str.lower, choices=("debug", "info", "warning", "error"))
+
+    check = commands.add_parser("check", help="validate the config and list each model with its status")
+    check.add_argument("--config", help=config_help)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or args_list[0] not in (*COMMANDS, "-h", "--help", "--version"):
+        args_list.insert(0, "serve")
+    args = build_parser().parse_args(args_list)
+    config = args.config or os.environ.get("MEMPROXY_CONFIG") or DEFAULT_CONFIG
+    if args.command == "check":
+        return check(config, sys.stdout, sys.stderr)
+    return serve(args, config)
+
+
+def _print_config_error(exc: ConfigError, out: TextIO) -> None:
+    count = len(exc.errors)
+    print(f"memproxy: {exc.source}: {count} error{'s' if count != 1 else ''}", file=out)
+    for line in exc.errors:
+        print(f"  - {line}", file=out)
+
+
+def serve(args: argparse.Namespace, config: str) -> int:
+    try:
+        settings = load_settings(config, os.environ).with_overrides(
+            host=args.host,
+            port=args.port,
+            state_dir=args.state_dir,
+            log_format=args.log_format,
+            log_level=args.log_level,
+        )
+    except ConfigError as exc:
+        _print_config_error(exc, sys.stderr)
+        return 1
+    logs.configure(settings.proxy.log_format, settings.proxy.log_level)
+    for warning in settings.warnings:
+        log.warning(warning.event, **warning.fields)
+    errors, warnings = exposure_problems(settings)
+    for message in warnings:
+        log.warning("weak_auth", detail=message)
+    if errors:
+        for message in errors:
+            log.error("refusing_to_start", reason=message)
+        return 1
+    return _run(settings)
+
+
+def _run(settings: Settings) -> int:
+    from aiohttp_memproxy.app import create_app  # imported here so `check` stays light
+
+    proxy = settings.proxy
+    log.info(
+        "starting",
+        version=__version__,
+        host=proxy.host,
+        port=proxy.port,
+        config=str(settings.source),
+        state_dir=str(proxy.state_dir),
+        models=len(settings.models),
+    )
+    web.run_app(
+        create_app(settings),
+        host=proxy.host,
+        port=proxy.port,
+        print=None,
+        access_log=None,  # the canonical request line replaces the access log
+        shutdown_timeout=proxy.drain_timeout_s,
+    )
+    log.info("stopped")
+    return 0
+
+
+def check(config: str, out: TextIO, err: TextIO) -> int:
+    try:
+        settings = load_settings(config, os.environ)
+    except ConfigError as exc:
+        _print_config_error(exc, err)
+        return 1
+    print(f"config: {settings.source} (sha256 {settings.digest[:12]})", file=out)
+    print("models:", file=out)
+    width = max(len(model.name) for model in settings.models)
+    for model in settings.models:
+        status = "ok" if model.enabled else f"disabled: {', '.join(model.missing_env)} not set"
+        memory = " [supermemory]" if model.supermemory else ""
+        print(f"  {model.name:<{width}}  {model.litellm_model}{memory}  {status}", file=out)
+    if settings.aliases:
+        print("aliases:", file=out)
+        for name, alias in settings.aliases.items():
+            print(f"  {name} -> {alias.target}{' (hidden)' if alias.hidden else ''}", file=out)
+    for warning in settings.warnings:
+        details = " ".join(f"{key}={value}" for key, value in warning.fields.items())
+        print(f"warning: {warning.event} {details}", file=out)
+    errors, warnings = exposure_problems(settings)
+    for message in warnings:
+        print(f"warning: {message}", file=out)
+    for message in errors:
+        print(f"error: {message}", file=err)
+    return 1 if errors else 0

@@ -1,0 +1,134 @@
+"""The ProxyError family: what a client may be told, in the OpenAI or the Anthropic dialect.
+
+A ProxyError carries a status, an error type and a *safe* message: text we wrote, never ``str()`` of a
+foreign exception (those can carry URLs and keys). One middleware renders it in the route's dialect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+Dialect = Literal["openai", "anthropic"]
+
+# Anthropic's own table (https://docs.anthropic.com/en/api/errors); other statuses fall back to api_error.
+ANTHROPIC_TYPES: Mapping[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+    529: "overloaded_error",
+}
+
+# OpenAI's `type` values as its API and the LiteLLM proxy return them.
+OPENAI_TYPES: Mapping[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ProxyError(Exception):
+    """An error whose message is safe to show a client."""
+
+    status: ClassVar[int] = 500
+    default_code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers: dict[str, str] = dict(headers or {})
+        if status is not None:
+            self.status = status  # type: ignore[misc]  # an instance may refine its class's status
+        self.code: str = code or self.default_code or str(self.status)
+
+    def openai_body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": OPENAI_TYPES.get(self.status, "api_error"),
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def anthropic_body(self) -> dict[str, Any]:
+        return {
+            "type": "error",
+            "error": {"type": ANTHROPIC_TYPES.get(self.status, "api_error"), "message": self.message},
+        }
+
+    def body(self, dialect: Dialect) -> dict[str, Any]:
+        return self.anthropic_body() if dialect == "anthropic" else self.openai_body()
+
+
+class InvalidRequest(ProxyError):
+    status = 400
+    default_code = "invalid_request"
+
+
+class AuthenticationFailed(ProxyError):
+    status = 401
+    default_code = "invalid_api_key"
+
+
+class PermissionDenied(ProxyError):
+    status = 403
+    default_code = "permission_denied"
+
+
+class NotFound(ProxyError):
+    status = 404
+    default_code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    default_code = "model_not_found"
+
+
+class RequestTooLarge(ProxyError):
+    status = 413
+    default_code = "request_too_large"
+
+
+class RateLimited(ProxyError):
+    status = 429
+    default_code = "rate_limit_exceeded"
+
+
+class UpstreamUnreachable(ProxyError):
+    status = 502
+    default_code = "upstream_unreachable"
+
+
+class ServiceUnavailable(ProxyError):
+    status = 503
+    default_code = "service_unavailable"
+
+
+class ModelDisabled(ServiceUnavailable):
+    default_code = "model_disabled"
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    default_code = "upstream_timeout"

@@ -1,0 +1,107 @@
+"""Model resolution: exact ``model_name``, ``router_settings.model_group_alias``, dated ids, wildcards.
+
+Order: exact name; alias; the same two for a dated id with its ``-YYYYMMDD`` suffix removed (Claude Code
+sends ``claude-sonnet-4-5-20250929``); then wildcard ``model_name``s (``claude-*``, ``*``), the most
+specific first. A wildcard's ``*`` captures are substituted into the ``*`` of its ``litellm_params.model``,
+as LiteLLM's own pattern router does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aiohttp_memproxy.errors import ModelDisabled, ModelNotFound
+from aiohttp_memproxy.settings import Alias, ModelConfig, wildcard_regex
+
+DATE_SUFFIX = re.compile(r"-\d{8}$")
+_SHOWN_NAME = 200  # a client's model string is echoed in errors, capped
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    requested: str
+    config: ModelConfig
+    litellm_model: str  # the provider/name LiteLLM is called with
+
+
+@dataclass(frozen=True)
+class _Wildcard:
+    regex: re.Pattern[str]
+    config: ModelConfig
+
+
+class ModelTable:
+    def __init__(self, models: Sequence[ModelConfig], aliases: Mapping[str, Alias]) -> None:
+        self.models = tuple(models)
+        self.aliases = dict(aliases)
+        self._exact = {model.name: model for model in models if not model.is_wildcard}
+        # Most specific first: more literal characters wins; a bare `*` comes last.
+        ordered = sorted(
+            (model for model in models if model.is_wildcard),
+            key=lambda model: len(model.name.replace("*", "")),
+            reverse=True,
+        )
+        self._wildcards = tuple(_Wildcard(re.compile(wildcard_regex(model.name)), model) for model in ordered)
+
+    def resolve(self, name: str) -> ResolvedModel:
+        """The model ``name`` designates; ModelNotFound (404) or ModelDisabled (503) otherwise."""
+        resolved = self._lookup(name)
+        if resolved is None:
+            shown = name[:_SHOWN_NAME]
+            raise ModelNotFound(
+                f"model {shown!r} is not configured on this gateway; GET /v1/models lists its models",
+                param="model",
+            )
+        if not resolved.config.enabled:
+            raise ModelDisabled(
+                f"model {resolved.config.name!r} is disabled: environment variable "
+                f"{', '.join(resolved.config.missing_env)} is not set on the gateway",
+                param="model",
+            )
+        return resolved
+
+    def listing(self) -> list[tuple[str, ModelConfig]]:
+        """(id, model) for every enabled concrete model, then every visible alias that resolves to one."""
+        listed = [(model.name, model) for model in self._exact.values() if model.enabled]
+        for alias, spec in self.aliases.items():
+            target = self._lookup(alias)
+            if not spec.hidden and target is not None and target.config.enabled:
+                listed.append((alias, target.config))
+        return listed
+
+    @property
+    def disabled(self) -> list[ModelConfig]:
+        return [model for model in self.models if not model.enabled]
+
+    def _lookup(self, name: str) -> ResolvedModel | None:
+        found = self._named(name, name)
+        if found is None and DATE_SUFFIX.search(name):
+            found = self._named(DATE_SUFFIX.sub("", name), name)
+        return found or self._wildcard(name, name)
+
+    def _named(self, name: str, requested: str) -> ResolvedModel | None:
+        model = self._exact.get(name)
+        if model is not None:
+            return ResolvedModel(requested, model, model.litellm_model)
+        alias = self.aliases.get(name)
+        if alias is None:
+            return None
+        model = self._exact.get(alias.target)
+        if model is not None:
+            return ResolvedModel(requested, model, model.litellm_model)
+        return self._wildcard(alias.target, requested)
+
+    def _wildcard(self, name: str, requested: str) -> ResolvedModel | None:
+        for wildcard in self._wildcards:
+            match = wildcard.regex.fullmatch(name)
+            if match is None:
+                continue
+            litellm_model = wildcard.config.litellm_model
+            for captured in match.groups():
+                if "*" not in litellm_model:
+                    break
+                litellm_model = litellm_model.replace("*", captured, 1)
+            return ResolvedModel(requested, wildcard.config, litellm_model)
+        return None

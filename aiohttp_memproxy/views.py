@@ -1,0 +1,126 @@
+"""HTTP handlers: parse, one call into the owning module, render. No try/except here."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+from aiohttp import web
+
+from aiohttp_memproxy import __version__
+from aiohttp_memproxy.errors import InvalidRequest
+from aiohttp_memproxy.keys import DIALECT, MODELS, ROUTER, SETTINGS, STARTED_AT
+from aiohttp_memproxy.settings import ModelConfig
+
+routes = web.RouteTableDef()
+
+ANTHROPIC_PAGE_DEFAULT, ANTHROPIC_PAGE_MAX = 20, 1000
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    settings, models = request.app[SETTINGS], request.app[MODELS]
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 3),
+            "models": {
+                "available": [name for name, _ in models.listing()],
+                "disabled": [{"name": m.name, "missing_env": list(m.missing_env)} for m in models.disabled],
+            },
+            "config": {
+                "path": str(settings.source),
+                "sha256": settings.digest,
+                "loaded_at": _iso(settings.loaded_at),
+            },
+            "cookies": {"count": 0, "names": []},
+        }
+    )
+
+
+@routes.get("/health/liveliness")
+@routes.get("/health/liveness")
+async def liveliness(request: web.Request) -> web.Response:
+    return web.json_response("I'm alive!")  # the LiteLLM proxy's exact answer
+
+
+@routes.get("/health/readiness")
+async def readiness(request: web.Request) -> web.Response:
+    # LiteLLM-compatible shape; we have no database or cache to report.
+    return web.json_response(
+        {
+            "status": "healthy",
+            "db": "Not connected",
+            "cache": None,
+            "litellm_version": metadata.version("litellm"),
+            "memproxy_version": __version__,
+        }
+    )
+
+
+@routes.get("/memory-routing/info")
+async def memory_routing_info(request: web.Request) -> web.Response:
+    return web.json_response(request.app[ROUTER].routing_info(request.headers))
+
+
+@routes.get("/v1/models")
+@routes.get("/models")
+async def list_models(request: web.Request) -> web.Response:
+    listed = request.app[MODELS].listing()
+    created = request.app[SETTINGS].loaded_at
+    if request[DIALECT] == "anthropic":
+        return web.json_response(_anthropic_page(request, listed, created))
+    return web.json_response(
+        {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": int(created), "owned_by": model.provider}
+                for name, model in listed
+            ],
+        }
+    )
+
+
+def _anthropic_page(
+    request: web.Request, listed: list[tuple[str, ModelConfig]], created: float
+) -> dict[str, Any]:
+    """Anthropic's ``GET /v1/models``: ``limit``, ``after_id`` and ``before_id`` paginate."""
+    raw_limit = request.query.get("limit", str(ANTHROPIC_PAGE_DEFAULT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= ANTHROPIC_PAGE_MAX:
+        raise InvalidRequest(f"limit: expected an integer from 1 to {ANTHROPIC_PAGE_MAX}", param="limit")
+    limit = int(raw_limit)
+    ids = [name for name, _ in listed]
+    for param in ("after_id", "before_id"):
+        value = request.query.get(param)
+        if value is not None and value not in ids:
+            raise InvalidRequest(f"{param}: no model with that id", param=param)
+    if "before_id" in request.query:  # the page just before before_id; has_more looks further back
+        stop = ids.index(request.query["before_id"])
+        start = max(0, stop - limit)
+        has_more = start > 0
+    else:
+        start = ids.index(request.query["after_id"]) + 1 if "after_id" in request.query else 0
+        stop = min(len(listed), start + limit)
+        has_more = stop < len(listed)
+    page = listed[start:stop]
+    return {
+        "data": [
+            {
+                "type": "model",
+                "id": name,
+                "display_name": str(model.info.get("display_name") or name),
+                "created_at": _iso(created),
+            }
+            for name, model in page
+        ],
+        "has_more": has_more,
+        "first_id": page[0][0] if page else None,
+        "last_id": page[-1][0] if page else None,
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")

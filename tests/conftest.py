@@ -1,0 +1,104 @@
+"""Shared fixtures: configs written to disk and loaded for real, the real app over HTTP, captured logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+# Before anything imports litellm: never fetch the price map from the network.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from aiohttp_memproxy import logs
+from aiohttp_memproxy.app import create_app
+from aiohttp_memproxy.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_CONFIG = REPO / "conf" / "config.yaml"
+MASTER_KEY = "sk-test-master-key-0123456789"
+
+
+def base_config(**sections: Any) -> dict[str, Any]:
+    """A small valid config; keyword arguments replace or add top-level sections."""
+    doc: dict[str, Any] = {
+        "model_list": [
+            {"model_name": "demo", "litellm_params": {"model": "openai/demo", "mock_response": "hi"}},
+        ]
+    }
+    doc.update(sections)
+    return doc
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[dict[str, Any] | str], Path]:
+    counter = iter(range(1000))
+
+    def write(doc: dict[str, Any] | str) -> Path:
+        path = tmp_path / f"config-{next(counter)}.yaml"
+        path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_settings(
+    write_config: Callable[[dict[str, Any] | str], Path], tmp_path: Path
+) -> Callable[..., Settings]:
+    def make(doc: dict[str, Any] | str | None = None, environ: dict[str, str] | None = None) -> Settings:
+        env = {"STATE_DIRECTORY": str(tmp_path / "state"), **(environ or {})}
+        return load_settings(write_config(base_config() if doc is None else doc), env)
+
+    return make
+
+
+AppClient = Callable[[Settings], Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+def app_client(aiohttp_client: Any) -> AppClient:
+    async def start(settings: Settings) -> TestClient[web.Request, web.Application]:
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(create_app(settings))
+        return client
+
+    return start
+
+
+class LogLines:
+    """What the real log configuration writes, one parsed JSON object per line."""
+
+    def __init__(self, stream: io.StringIO) -> None:
+        self.stream = stream
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stream.getvalue().splitlines() if line.strip()]
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.events if entry.get("event") == event]
+
+    @property
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[LogLines]:
+    stream = io.StringIO()
+    logs.configure("json", "debug", stream=stream)
+    try:
+        yield LogLines(stream)
+    finally:
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()
+        logging.getLogger().handlers.clear()
