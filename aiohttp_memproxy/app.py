@@ -8,9 +8,11 @@ from aiohttp import web
 
 from aiohttp_memproxy import middlewares
 from aiohttp_memproxy.keys import MODELS, ROUTER, SETTINGS, STARTED_AT
+from aiohttp_memproxy.llm import llm_clients
 from aiohttp_memproxy.models import ModelTable
 from aiohttp_memproxy.routing import MemoryRouter
 from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.upstream import upstream_session
 from aiohttp_memproxy.views import routes
 
 MIB = 1024 * 1024
@@ -25,6 +27,8 @@ def create_app(settings: Settings) -> web.Application:
     app[MODELS] = ModelTable(settings.models, settings.aliases)
     app[ROUTER] = MemoryRouter(settings.routing)
     app[STARTED_AT] = time.monotonic()
+    # Dependency order: the session (and its jar) first, then the LiteLLM clients that borrow it.
+    app.cleanup_ctx.extend([upstream_session, llm_clients])
     app.on_response_prepare.append(middlewares.echo_request_id)
     app.add_routes(routes)
     return app

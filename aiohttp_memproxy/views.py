@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from importlib import metadata
@@ -9,9 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
-from aiohttp_memproxy import __version__
+import structlog
+
+from aiohttp_memproxy import __version__, sse
 from aiohttp_memproxy.errors import InvalidRequest
-from aiohttp_memproxy.keys import DIALECT, MODELS, ROUTER, SETTINGS, STARTED_AT
+from aiohttp_memproxy.keys import COOKIES, DIALECT, LLM, MODELS, ROUTER, SETTINGS, STARTED_AT
 from aiohttp_memproxy.settings import ModelConfig
 
 routes = web.RouteTableDef()
@@ -36,7 +39,7 @@ async def health(request: web.Request) -> web.Response:
                 "sha256": settings.digest,
                 "loaded_at": _iso(settings.loaded_at),
             },
-            "cookies": {"count": 0, "names": []},
+            "cookies": {"count": len(request.app[COOKIES].jar), "names": request.app[COOKIES].names()},
         }
     )
 
@@ -124,3 +127,40 @@ def _anthropic_page(
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 (a 413 comes from aiohttp's client_max_size)."""
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise InvalidRequest("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def _require(body: dict[str, Any], name: str, kind: type, what: str) -> None:
+    value = body.get(name)
+    if value is None:
+        raise InvalidRequest(f"{name} is required", param=name)
+    if not isinstance(value, kind) or not value:
+        raise InvalidRequest(f"{name} must be {what}", param=name)
+
+
+@routes.post("/v1/chat/completions")
+@routes.post("/chat/completions")
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = await json_object(request)
+    _require(body, "model", str, "a non-empty string")
+    _require(body, "messages", list, "a non-empty array")
+    resolved = request.app[MODELS].resolve(body["model"])
+    router = request.app[ROUTER]
+    decision = router.decide(request.headers)
+    structlog.contextvars.bind_contextvars(model=resolved.config.name, user_id=decision.user_id)
+    llm = request.app[LLM]
+    result = await llm.chat(resolved, body, router.memory_headers(resolved.config, decision))
+    if body.get("stream") is True:
+        return await sse.openai_stream(request, llm.chunks(result, resolved.config.name))
+    return web.json_response(text=result.model_dump_json(exclude_none=True))

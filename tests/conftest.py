@@ -14,7 +14,7 @@ import pytest
 import structlog
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 # Before anything imports litellm: never fetch the price map from the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -22,6 +22,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from aiohttp_memproxy import logs
 from aiohttp_memproxy.app import create_app
 from aiohttp_memproxy.settings import Settings, load_settings
+from tests.fake_upstream import FakeUpstream
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = REPO / "conf" / "config.yaml"
@@ -102,3 +103,11 @@ def log_lines() -> Iterator[LogLines]:
         structlog.reset_defaults()
         structlog.contextvars.clear_contextvars()
         logging.getLogger().handlers.clear()
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> tuple[FakeUpstream, str]:
+    """A fake upstream on loopback and its base URL."""
+    fake = FakeUpstream()
+    server: TestServer = await aiohttp_server(fake.app())
+    return fake, str(server.make_url("")).rstrip("/")

@@ -1,0 +1,190 @@
+"""The only module that imports litellm: per-provider clients over our transport, calls, error mapping.
+
+LiteLLM blocks cookies on every client it builds and caches clients per provider, so it must never build one:
+each call gets ours. ``anthropic/`` takes ``client=AsyncHTTPHandler(transport=...)``; ``openai/`` and the
+OpenAI-compatible providers take ``client=AsyncOpenAI(http_client=httpx.AsyncClient(transport=...))``, whose
+own ``base_url``/``api_key`` are used: one per (api_base, api_key), built at startup, closed at shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at import
+
+import asyncio  # noqa: E402
+from collections.abc import AsyncIterator, Mapping  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+import litellm  # noqa: E402
+import openai  # noqa: E402
+import structlog  # noqa: E402
+from aiohttp import web  # noqa: E402
+from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler  # noqa: E402
+from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming  # noqa: E402
+
+from aiohttp_memproxy import errors  # noqa: E402
+from aiohttp_memproxy.keys import LLM, SETTINGS, UPSTREAM  # noqa: E402
+from aiohttp_memproxy.models import ResolvedModel  # noqa: E402
+from aiohttp_memproxy.settings import ModelConfig, Settings  # noqa: E402
+from aiohttp_memproxy.transport import AiohttpTransport, RetryPolicy  # noqa: E402
+
+log = structlog.get_logger()
+
+# Which client each provider's LiteLLM code path accepts (read in litellm/main.py, proven by the cookie-gate
+# tests): the OpenAI SDK path takes an AsyncOpenAI, the base_llm_http_handler path an AsyncHTTPHandler. Any
+# other provider would make LiteLLM build its own cookie-less client, so it is refused, never silently used.
+CLIENT_KIND = {"openai": "openai_sdk", "anthropic": "http_handler", "hosted_vllm": "http_handler"}
+# What a client may set in a chat request: OpenAI's own parameters (from the SDK, so new ones follow it),
+# plus the LiteLLM extensions IDE clients use. Never api_key/api_base/client: a client must not redirect our key.
+CLIENT_PARAMS = (frozenset(CompletionCreateParamsStreaming.__annotations__) | {"thinking", "top_k"}) - {"model"}
+# litellm_params we hand over ourselves, or that LiteLLM must not see as kwargs.
+OWN_PARAMS = frozenset({"model", "extra_headers"})
+
+
+def client_kind(provider: str) -> str | None:
+    return CLIENT_KIND.get(provider)
+
+
+class LLMClients:
+    def __init__(self, settings: Settings, transport: AiohttpTransport) -> None:
+        self.settings = settings
+        self._transport = transport
+        self._http_handler = AsyncHTTPHandler(transport=transport, timeout=settings.litellm.request_timeout)
+        self._openai: dict[tuple[str | None, str], openai.AsyncOpenAI] = {}
+        for model in settings.models:
+            if not model.enabled or "mock_response" in model.params:
+                continue
+            if client_kind(model.provider) == "openai_sdk":
+                self._openai_client(model)
+            elif client_kind(model.provider) is None:
+                log.warning("provider_unsupported", model=model.name, provider=model.provider)
+
+    def _openai_client(self, model: ModelConfig) -> openai.AsyncOpenAI:
+        api_base = model.params.get("api_base")
+        # An OpenAI-compatible local server often needs no key; the SDK insists on one.
+        api_key = str(model.params.get("api_key") or "no-key")
+        key = (api_base, api_key)
+        if key not in self._openai:
+            self._openai[key] = openai.AsyncOpenAI(
+                base_url=api_base,
+                api_key=api_key,
+                max_retries=0,  # retries are the transport's, and LiteLLM's num_retries
+                http_client=httpx.AsyncClient(transport=self._transport, timeout=None),
+            )
+        return self._openai[key]
+
+    def _client(self, model: ModelConfig) -> Any:
+        if "mock_response" in model.params:
+            return None  # answered inside LiteLLM, no HTTP
+        match client_kind(model.provider):
+            case "openai_sdk":
+                return self._openai_client(model)
+            case "http_handler":
+                return self._http_handler
+        raise errors.NotSupported(
+            f"model {model.name!r}: provider {model.provider!r} is not supported by this gateway yet"
+        )
+
+    def _kwargs(self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+        model = resolved.config
+        params = {key: value for key, value in model.params.items() if key not in OWN_PARAMS}
+        given = {key: value for key, value in request.items() if key in CLIENT_PARAMS}
+        kwargs: dict[str, Any] = {
+            "timeout": self.settings.litellm.request_timeout,
+            "num_retries": self.settings.litellm.num_retries,
+            "drop_params": self.settings.litellm.drop_params,
+            **params,
+            **given,
+            "model": resolved.litellm_model,
+        }
+        extra_headers = {**model.params.get("extra_headers", {}), **headers}
+        if extra_headers:
+            kwargs["extra_headers"] = extra_headers
+        client = self._client(model)
+        if client is not None:
+            kwargs["client"] = client
+        return kwargs
+
+    async def chat(self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
+        """``litellm.acompletion``: a ModelResponse, or a CustomStreamWrapper when ``stream`` is set."""
+        kwargs = self._kwargs(resolved, request, headers)
+        try:
+            return await litellm.acompletion(**kwargs)
+        except (openai.OpenAIError, httpx.HTTPError) as exc:
+            raise to_proxy_error(exc, resolved.config.name) from exc
+
+    @staticmethod
+    async def chunks(stream: Any, model_name: str) -> AsyncIterator[str]:
+        """Each chunk of a LiteLLM stream as OpenAI JSON; errors mid-stream become ProxyError."""
+        try:
+            async for chunk in stream:
+                yield chunk.model_dump_json(exclude_none=True)
+        except (openai.OpenAIError, httpx.HTTPError) as exc:
+            raise to_proxy_error(exc, model_name) from exc
+        finally:
+            await stream.aclose()
+
+    async def aclose(self) -> None:
+        await self._http_handler.close()
+        await asyncio.gather(*(client.close() for client in self._openai.values()))
+
+
+def _retry_after(exc: BaseException) -> dict[str, str]:
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if isinstance(response, httpx.Response) else None
+    return {"Retry-After": value} if value else {}
+
+
+def to_proxy_error(exc: BaseException, model: str) -> errors.ProxyError:
+    """One table, most specific first. Messages are ours: LiteLLM's text can carry URLs and keys."""
+    # The class and status only: enough to diagnose, nothing that could carry a key.
+    log.warning("upstream_error", error=type(exc).__name__, upstream_status=getattr(exc, "status_code", None),
+                cause=type(exc.__cause__).__name__ if exc.__cause__ else None)
+    where = f"model {model!r}"
+    match exc:
+        case litellm.ContextWindowExceededError():
+            return errors.InvalidRequest(f"{where}: the request exceeds the model's context window",
+                                         code="context_length_exceeded")
+        case litellm.ContentPolicyViolationError():
+            return errors.InvalidRequest(f"{where}: the upstream refused the content", code="content_policy")
+        case litellm.BadRequestError() | litellm.UnprocessableEntityError():
+            return errors.InvalidRequest(f"{where}: the upstream rejected the request as invalid")
+        case litellm.AuthenticationError():
+            return errors.AuthenticationFailed(f"{where}: the upstream rejected the gateway's credentials",
+                                               code="upstream_authentication")
+        case litellm.PermissionDeniedError():
+            return errors.PermissionDenied(f"{where}: the upstream denied access")
+        case litellm.NotFoundError():
+            return errors.NotFound(f"{where}: the upstream does not know this model")
+        case litellm.RateLimitError():
+            return errors.RateLimited(f"{where}: the upstream is rate limiting", headers=_retry_after(exc))
+        case litellm.Timeout() | httpx.TimeoutException():
+            return errors.UpstreamTimeout(f"{where}: the upstream timed out")
+        case litellm.ServiceUnavailableError():
+            return errors.ServiceUnavailable(f"{where}: the upstream is unavailable", headers=_retry_after(exc))
+        case litellm.APIConnectionError() | httpx.TransportError():
+            return errors.UpstreamUnreachable(f"{where}: the upstream could not be reached or broke off")
+    status = getattr(exc, "status_code", None)
+    if status == 429:
+        return errors.RateLimited(f"{where}: the upstream is rate limiting", headers=_retry_after(exc))
+    if status == 503:
+        return errors.ServiceUnavailable(f"{where}: the upstream is unavailable", headers=_retry_after(exc))
+    return errors.UpstreamUnreachable(f"{where}: the upstream failed (status {status or 'unknown'})",
+                                      code="upstream_error")
+
+
+async def llm_clients(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: needs UPSTREAM; borrows it through the transport."""
+    proxy = app[SETTINGS].proxy
+    transport = AiohttpTransport(
+        app[UPSTREAM],
+        RetryPolicy(proxy.retry_attempts, proxy.retry_base_delay_s, proxy.retry_after_max_s),
+    )
+    clients = LLMClients(app[SETTINGS], transport)
+    app[LLM] = clients
+    try:
+        yield
+    finally:
+        await clients.aclose()

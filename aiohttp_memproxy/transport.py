@@ -1,0 +1,163 @@
+"""An httpx transport over our aiohttp session, so LiteLLM's HTTP keeps our cookie jar.
+
+The session is borrowed, never closed. Bodies stream both ways. aiohttp exceptions become httpx ones through
+one table; a body cut short raises instead of ending quietly. Throttling answers (429, 503, Cloudflare's
+challenge pages) are retried here, before any byte is handed on, so every provider path gets the same policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import httpx
+import structlog
+
+log = structlog.get_logger()
+
+RETRY_STATUSES = frozenset({429, 503})
+
+# Most specific first: the first row whose class matches wins.
+EXCEPTION_TABLE: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+    (asyncio.TimeoutError, httpx.ReadTimeout),
+    (aiohttp.ClientConnectorError, httpx.ConnectError),
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
+    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
+    (aiohttp.ClientOSError, httpx.NetworkError),
+    (aiohttp.ClientError, httpx.NetworkError),
+)
+
+
+def translate(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+    for aiohttp_type, httpx_type in EXCEPTION_TABLE:
+        if isinstance(exc, aiohttp_type):
+            # Our words, not str(exc): aiohttp's messages carry URLs.
+            return httpx_type(f"upstream {httpx_type.__name__}", request=request)
+    raise TypeError(f"no translation for {type(exc).__name__}") from exc
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 2  # after the first, with backoff
+    base_delay_s: float = 0.5
+    retry_after_max_s: float = 30.0
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def is_challenge(response: aiohttp.ClientResponse) -> bool:
+    """A Cloudflare answer: its headers say so (the 1200 page is a 503 from cloudflare)."""
+    return response.headers.get("server", "").lower() == "cloudflare" or "cf-mitigated" in response.headers
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+        self._done = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except aiohttp.ClientError as exc:
+            raise translate(exc, self._request) from exc
+        except asyncio.TimeoutError as exc:
+            raise translate(exc, self._request) from exc
+        self._done = True
+
+    async def aclose(self) -> None:
+        if self._done:
+            self._response.release()
+        else:
+            # Stopped early (client left, or an error): drop the connection so the upstream sees the cancel
+            # and no half-read body is put back in the pool.
+            self._response.close()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    def __init__(self, session: aiohttp.ClientSession, retry: RetryPolicy) -> None:
+        self._session = session
+        self._retry = retry
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            body: bytes | AsyncIterator[bytes] = request.content
+            replayable = True
+        except httpx.RequestNotRead:
+            body = _iter_request(request)
+            replayable = False
+        attempts, immediate_used, backoffs = 0, False, 0
+        while True:
+            attempts += 1
+            response = await self._send(request, body)
+            structlog.contextvars.bind_contextvars(attempts=attempts)
+            if response.status not in RETRY_STATUSES or not replayable:
+                break
+            challenge = is_challenge(response)
+            sets_cookie = "Set-Cookie" in response.headers
+            if challenge:
+                log.info("upstream_challenge", status=response.status, sets_cookie=sets_cookie)
+            if sets_cookie and not immediate_used:
+                immediate_used, delay = True, 0.0  # the jar now has what the gate asked for
+            elif backoffs < self._retry.attempts:
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                if retry_after is not None and retry_after > self._retry.retry_after_max_s:
+                    break  # longer than we may wait: the client gets the 429/503 and its Retry-After
+                delay = retry_after if retry_after is not None else self._retry.base_delay_s * 2**backoffs
+                backoffs += 1
+            else:
+                break
+            log.info("upstream_retry", status=response.status, attempt=attempts, delay_s=round(delay, 3))
+            response.release()
+            await asyncio.sleep(delay)
+        return httpx.Response(
+            status_code=response.status,
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],
+            stream=_ResponseStream(response, request),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
+        )
+
+    async def _send(self, request: httpx.Request, body: bytes | AsyncIterator[bytes]) -> aiohttp.ClientResponse:
+        # httpx computed Host and Content-Length for this body; aiohttp sets its own.
+        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in ("host", "content-length")]
+        try:
+            return await self._session.request(
+                request.method,
+                str(request.url),
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise translate(exc, request) from exc
+
+    async def aclose(self) -> None:
+        """The session is borrowed: its owner (upstream.py's cleanup context) closes it."""
+
+
+async def _iter_request(request: httpx.Request) -> AsyncIterator[bytes]:
+    assert isinstance(request.stream, httpx.AsyncByteStream)  # noqa: S101  # httpx's async client gives one
+    async for chunk in request.stream:
+        yield chunk

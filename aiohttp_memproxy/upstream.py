@@ -1,0 +1,109 @@
+"""The one upstream ClientSession and its cookie jar: created, loaded, saved and closed here.
+
+Cloudflare in front of an upstream sets ``__cf_bm`` / ``cf_clearance``; a client that drops them gets 503s.
+The jar accepts cookies from IP-address hosts too (``unsafe=True``: local and test upstreams), persists in
+``<state_dir>/cookies.json`` with aiohttp's own JSON save/load, and is saved at shutdown, soon after a
+response changes it, and periodically. A corrupt file is moved aside and startup continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from aiohttp_memproxy.keys import COOKIES, SETTINGS, UPSTREAM
+
+log = structlog.get_logger()
+
+COOKIE_FILE = "cookies.json"
+SAVE_DEBOUNCE_S = 1.0
+
+
+class CookieStore:
+    """Owns the jar's file: atomic writes (temp file + rename), mode 0600, a 0700 directory."""
+
+    def __init__(self, jar: aiohttp.CookieJar, state_dir: Path) -> None:
+        self.jar = jar
+        self.path = state_dir / COOKIE_FILE
+        self.changed = asyncio.Event()
+
+    def names(self) -> list[str]:
+        return sorted({morsel.key for morsel in self.jar})
+
+    def load(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.exists():
+            return
+        try:
+            self.jar.load(self.path)
+        except Exception as exc:  # noqa: BLE001  # any unreadable file: move it aside, start empty
+            aside = self.path.with_name(f"{COOKIE_FILE}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.replace(self.path, aside)
+            log.warning("cookie_jar_corrupt", moved_to=str(aside), error=type(exc).__name__)
+            return
+        log.info("cookie_jar_loaded", count=len(self.jar), names=self.names())
+
+    def save(self) -> None:
+        self.changed.clear()
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{COOKIE_FILE}.{os.getpid()}.tmp")
+        self.jar.save(temporary)  # aiohttp creates it 0600
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, self.path)
+
+    async def keep_saved(self, interval_s: float) -> None:
+        """Save soon after a change (debounced), and every ``interval_s`` anyway."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=interval_s)
+                await asyncio.sleep(SAVE_DEBOUNCE_S)
+            await asyncio.to_thread(self.save)
+
+
+def _mark_changes(store: CookieStore) -> aiohttp.TraceConfig:
+    async def on_request_end(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        if "Set-Cookie" in params.response.headers:
+            store.changed.set()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    return trace
+
+
+async def upstream_session(app: web.Application) -> AsyncIterator[None]:
+    proxy = app[SETTINGS].proxy
+    assert proxy.state_dir is not None  # noqa: S101  # load_settings always resolves it
+    jar = aiohttp.CookieJar(unsafe=True)
+    store = CookieStore(jar, proxy.state_dir)
+    store.load()
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=proxy.pool_limit),
+        cookie_jar=jar,
+        # No total timeout: streams run as long as they produce; a silent upstream hits sock_read.
+        timeout=aiohttp.ClientTimeout(total=None, connect=proxy.connect_timeout_s, sock_read=proxy.read_timeout_s),
+        auto_decompress=False,  # httpx (LiteLLM's side of the transport) decodes content-encoding itself
+        trace_configs=[_mark_changes(store)],
+    )
+    app[UPSTREAM] = session
+    app[COOKIES] = store
+    saver = asyncio.create_task(store.keep_saved(proxy.cookie_save_interval_s))
+    try:
+        yield
+    finally:
+        saver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await saver
+        await session.close()
+        store.save()
+        log.info("cookie_jar_saved", count=len(jar))

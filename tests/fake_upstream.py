@@ -1,0 +1,198 @@
+"""A local upstream speaking OpenAI and Anthropic, JSON and SSE, able to gate on cookies like Cloudflare,
+delay, fail on script, and cut a stream short. Used by the tests (on aiohttp_server) and the benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+CLEARANCE = "cf_clearance"
+CHALLENGE_PAGE = "<html><title>Error 1200</title><body>error code: 1200 - rate limited by Cloudflare</body></html>"
+REPLY = ["Hello", " from", " upstream"]
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    cookies: dict[str, str]
+    body: dict[str, Any]
+    at: float
+
+
+@dataclass
+class Scripted:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FakeUpstream:
+    gate: bool = False
+    script: list[Scripted] = field(default_factory=list)
+    cut_after: int | None = None  # chunks sent before a stream is cut short
+    chunk_delay_s: float = 0.0
+    seen: list[Seen] = field(default_factory=list)
+    challenges: int = 0
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    on_request: Callable[[web.Request], None] | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/chat/completions", self.chat)
+        app.router.add_post("/v1/messages", self.messages)
+        return app
+
+    @property
+    def with_cookie(self) -> list[bool]:
+        return [CLEARANCE in seen.cookies for seen in self.seen]
+
+    async def _intercept(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
+        body = await request.json()
+        self.seen.append(Seen(request.path, dict(request.headers), dict(request.cookies), body, time.monotonic()))
+        if self.gate and CLEARANCE not in request.cookies:
+            self.challenges += 1
+            response = web.Response(status=503, text=CHALLENGE_PAGE, content_type="text/html")
+            response.headers["Server"] = "cloudflare"
+            response.set_cookie(CLEARANCE, f"token-{self.challenges}", path="/", max_age=3600, httponly=True)
+            response.set_cookie("__cf_bm", "bm", path="/", max_age=1800)
+            return body, response
+        if self.script:
+            step = self.script.pop(0)
+            if isinstance(step.body, str):
+                return body, web.Response(status=step.status, text=step.body, headers=step.headers)
+            return body, web.json_response(step.body, status=step.status, headers=step.headers)
+        return body, None
+
+    async def _sse(self, request: web.Request, events: list[bytes]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        try:
+            for index, event in enumerate(events):
+                if self.cut_after is not None and index >= self.cut_after:
+                    # Abort the connection mid-body: a truncated chunked response.
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
+                await response.write(event)
+                if self.chunk_delay_s:
+                    await asyncio.sleep(self.chunk_delay_s)
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.cancelled.set()
+            raise
+        await response.write_eof()
+        return response
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._intercept(request)
+        if early is not None:
+            return early
+        model, created = body.get("model", "m"), int(time.time())
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "".join(REPLY)},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+                }
+            )
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+            payload = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
+            }
+            return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+        events = [chunk({"role": "assistant", "content": ""})]
+        events += [chunk({"content": piece}) for piece in REPLY]
+        events.append(chunk({}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+            events.append(
+                b"data: "
+                + json.dumps(
+                    {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": usage,
+                    }
+                ).encode()
+                + b"\n\n"
+            )
+        events.append(b"data: [DONE]\n\n")
+        return await self._sse(request, events)
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._intercept(request)
+        if early is not None:
+            return early
+        model = body.get("model", "claude")
+        usage = {"input_tokens": 5, "output_tokens": 3}
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [{"type": "text", "text": "".join(REPLY)}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": usage,
+                }
+            )
+
+        def event(name: str, data: dict[str, Any]) -> bytes:
+            return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+
+        events = [
+            event(
+                "message_start",
+                {
+                    "message": {
+                        "id": "msg_fake",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": 5, "output_tokens": 1},
+                    }
+                },
+            ),
+            event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+            *[
+                event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
+                for piece in REPLY
+            ],
+            event("content_block_stop", {"index": 0}),
+            event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 3}}),
+            event("message_stop", {}),
+        ]
+        return await self._sse(request, events)

@@ -1,0 +1,257 @@
+"""/v1/chat/completions through LiteLLM for real, against a fake upstream on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from aiohttp_memproxy.settings import Settings
+from tests.conftest import AppClient, LogLines, base_config
+from tests.fake_upstream import CLEARANCE, FakeUpstream, Scripted
+
+UPSTREAM_KEY = "sk-upstream-key-never-shown-0123456789"
+SM_KEY = "sm-supermemory-key-never-shown-987654"
+MESSAGES = [{"role": "user", "content": "hi"}]
+# One model per provider family the gateway supports, all pointed at the fake upstream.
+FAMILIES = ["gpt-up", "vllm-up", "claude-up"]
+
+
+def models_at(url: str) -> list[dict[str, Any]]:
+    return [
+        {"model_name": "gpt-up", "litellm_params": {"model": "openai/gpt-up", "api_base": f"{url}/v1",
+                                                    "api_key": UPSTREAM_KEY}},
+        {"model_name": "vllm-up", "litellm_params": {"model": "hosted_vllm/qwen", "api_base": f"{url}/v1"}},
+        {"model_name": "claude-up", "litellm_params": {"model": "anthropic/claude-up", "api_base": url,
+                                                       "api_key": UPSTREAM_KEY}},
+        {
+            "model_name": "claude-memory",
+            "litellm_params": {
+                "model": "anthropic/claude-memory",
+                "api_base": url,
+                "api_key": UPSTREAM_KEY,
+                "extra_headers": {"x-supermemory-api-key": SM_KEY},
+            },
+            "model_info": {"supermemory": True},
+        },
+        {"model_name": "gpt-memory", "litellm_params": {"model": "openai/gpt-memory", "api_base": f"{url}/v1",
+                                                        "api_key": UPSTREAM_KEY}, "model_info": {"supermemory": True}},
+        {"model_name": "gpt-4o-up", "litellm_params": {"model": "openai/gpt-4o", "api_base": f"{url}/v1",
+                                                       "api_key": UPSTREAM_KEY}},
+        {"model_name": "off", "litellm_params": {"model": "openai/off", "api_key": "os.environ/TEST_UNSET_OFF"}},
+        {"model_name": "nowhere", "litellm_params": {"model": "openai/nowhere", "api_base": "http://127.0.0.1:9/v1",
+                                                     "api_key": "x"}},
+    ]
+
+
+@pytest.fixture
+def gateway_settings(
+    make_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
+) -> Callable[..., Settings]:
+    _, url = upstream
+
+    def make(**memproxy: Any) -> Settings:
+        doc = base_config(
+            model_list=models_at(url),
+            litellm_settings={"drop_params": True},
+            user_id_mappings={
+                "header_patterns": [{"header": "user-agent", "pattern": "^claude-cli", "user_id": "claude-code"}]
+            },
+            memproxy={"retry_base_delay_s": 0, "max_body_mb": 1, **memproxy},
+        )
+        return make_settings(doc)
+
+    return make
+
+
+async def post(client: TestClient[web.Request, web.Application], body: Any, **kwargs: Any) -> Any:
+    return await client.post("/v1/chat/completions", json=body, **kwargs)
+
+
+def sse_frames(text: str) -> list[str]:
+    return [line[len("data: "):] for line in text.split("\n\n") if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("model", FAMILIES)
+async def test_cookie_gate_per_family(
+    app_client: AppClient,
+    gateway_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
+    model: str,
+    stream: bool,
+) -> None:
+    fake, _ = upstream
+    fake.gate = True
+    client = await app_client(gateway_settings())
+    for _ in range(3):
+        response = await post(client, {"model": model, "messages": MESSAGES, "stream": stream})
+        text = await response.text()
+        assert response.status == 200, text
+        if stream:
+            frames = sse_frames(text)
+            assert frames[-1] == "[DONE]"
+            content = "".join(
+                (json.loads(f)["choices"][0]["delta"].get("content") or "") for f in frames[:-1]
+                if json.loads(f)["choices"]
+            )
+        else:
+            content = json.loads(text)["choices"][0]["message"]["content"]
+        assert content == "Hello from upstream"
+    # One challenge, answered at once; every request after it carried the cookie.
+    assert fake.challenges == 1
+    assert fake.with_cookie == [False, True, True, True]
+    health = await (await client.get("/health")).json()
+    assert health["cookies"]["count"] == 2
+    assert health["cookies"]["names"] == ["__cf_bm", CLEARANCE]
+    assert "token-1" not in json.dumps(health)
+
+
+async def test_jar_persists_across_restart(
+    app_client: AppClient,
+    gateway_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
+    tmp_path: Path,
+) -> None:
+    fake, _ = upstream
+    fake.gate = True
+    settings = gateway_settings()
+    client = await app_client(settings)
+    assert (await post(client, {"model": "gpt-up", "messages": MESSAGES})).status == 200
+    await client.close()  # runs the cleanup contexts: the jar is saved
+    jar_file = settings.proxy.state_dir / "cookies.json"  # type: ignore[operator]
+    assert stat.S_IMODE(os.stat(jar_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(jar_file.parent).st_mode) == 0o700
+    assert CLEARANCE in json.loads(jar_file.read_text()).popitem()[1]
+
+    again = await app_client(settings)
+    assert (await post(again, {"model": "claude-up", "messages": MESSAGES})).status == 200
+    assert fake.challenges == 1  # no new challenge after the restart
+    assert fake.with_cookie == [False, True, True]
+
+
+async def test_corrupt_jar_is_moved_aside(
+    app_client: AppClient,
+    gateway_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
+    log_lines: LogLines,
+) -> None:
+    settings = gateway_settings()
+    state = settings.proxy.state_dir
+    assert state is not None
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "cookies.json").write_bytes(b"\x80not json, not a pickle")
+    client = await app_client(settings)
+    assert (await post(client, {"model": "gpt-up", "messages": MESSAGES})).status == 200
+    moved = list(state.glob("cookies.json.corrupt-*"))
+    assert len(moved) == 1
+    assert [line["moved_to"] for line in log_lines.named("cookie_jar_corrupt")] == [str(moved[0])]
+
+
+async def test_openai_sdk_as_client(
+    app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
+) -> None:
+    fake, _ = upstream
+    fake.gate = True
+    client = await app_client(gateway_settings())
+    sdk = openai.AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="unused", max_retries=0)
+    async with sdk:
+        reply = await sdk.chat.completions.create(model="gpt-up", messages=MESSAGES)  # type: ignore[arg-type]
+        assert reply.choices[0].message.content == "Hello from upstream"
+        pieces = []
+        usage = None
+        stream = await sdk.chat.completions.create(
+            model="claude-up", messages=MESSAGES, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+        )
+        async for chunk in stream:
+            if chunk.choices:
+                pieces.append(chunk.choices[0].delta.content or "")
+            if chunk.usage:
+                usage = chunk.usage
+        assert "".join(pieces) == "Hello from upstream"
+        assert usage is not None and usage.total_tokens == 8
+        models = await sdk.models.list()
+        assert "gpt-up" in [m.id for m in models.data]
+    assert fake.challenges == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_memory_headers_only_to_supermemory_models(
+    app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str],
+    stream: bool,
+) -> None:
+    fake, _ = upstream
+    client = await app_client(gateway_settings())
+    cases = [
+        ("claude-memory", {"User-Agent": "claude-cli/2.1.3"}, "claude-code"),
+        ("gpt-memory", {"x-memory-user-id": "alice", "User-Agent": "claude-cli/2.1.3"}, "alice"),
+        ("claude-memory", {"User-Agent": "curl/8"}, "default-dev"),
+        ("claude-up", {"User-Agent": "claude-cli/2.1.3"}, None),
+        ("gpt-up", {"x-memory-user-id": "alice"}, None),
+    ]
+    for model, headers, user_id in cases:
+        response = await post(client, {"model": model, "messages": MESSAGES, "stream": stream}, headers=headers)
+        assert response.status == 200, await response.text()
+        seen = {k.lower(): v for k, v in fake.seen[-1].headers.items()}
+        assert seen.get("x-sm-user-id") == user_id, model
+        if model == "claude-memory":
+            assert seen["x-supermemory-api-key"] == SM_KEY
+        if user_id is None:
+            assert "x-supermemory-api-key" not in seen
+            assert "x-memory-user-id" not in seen
+
+
+async def test_params_pass_through_and_config_cannot_be_overridden(
+    app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
+) -> None:
+    fake, _ = upstream
+    client = await app_client(gateway_settings())
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    body = {
+        "model": "gpt-4o-up",
+        "messages": MESSAGES,
+        "temperature": 0.3,
+        "max_tokens": 7,
+        "stop": ["x"],
+        "user": "u1",
+        "tools": tools,
+        "tool_choice": "auto",
+        "response_format": {"type": "json_object"},
+        "api_base": "http://127.0.0.1:1/steal",
+        "api_key": "client-key",
+    }
+    response = await post(client, body)
+    assert response.status == 200, await response.text()
+    sent = fake.seen[-1]
+    for key in ("temperature", "max_tokens", "stop", "user", "tools", "tool_choice", "response_format"):
+        assert sent.body[key] == body[key], key
+    assert sent.body["model"] == "gpt-4o"
+    assert sent.headers["Authorization"] == f"Bearer {UPSTREAM_KEY}"
+
+
+async def test_drop_params_is_honoured(
+    app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
+) -> None:
+    fake, _ = upstream
+    client = await app_client(gateway_settings())
+    # LiteLLM knows `user` only for OpenAI's own catalog models; with drop_params it is dropped elsewhere.
+    response = await post(client, {"model": "gpt-up", "messages": MESSAGES, "user": "u1", "seed": 3})
+    assert response.status == 200, await response.text()
+    assert "user" not in fake.seen[-1].body
+    assert fake.seen[-1].body["seed"] == 3
+
+
+async def test_demo_model_answers_without_upstream(app_client: AppClient, make_settings: Callable[..., Settings]) -> None:
+    client = await app_client(make_settings())
+    body = await (await post(client, {"model": "demo", "messages": MESSAGES})).json()
+    assert body["choices"][0]["message"]["content"] == "hi"
+    streamed = await (await post(client, {"model": "demo", "messages": MESSAGES, "stream": True})).text()
+    assert sse_frames(streamed)[-1] == "[DONE]"
