@@ -1,9 +1,10 @@
 """The only module that imports litellm: per-provider clients over our transport, calls, error mapping.
 
 LiteLLM blocks cookies on every client it builds and caches clients per provider, so it must never build one:
-each call gets ours. ``anthropic/`` takes ``client=AsyncHTTPHandler(transport=...)``; ``openai/`` and the
-OpenAI-compatible providers take ``client=AsyncOpenAI(http_client=httpx.AsyncClient(transport=...))``, whose
-own ``base_url``/``api_key`` are used: one per (api_base, api_key), built at startup, closed at shutdown.
+each call gets ours. ``anthropic/`` and ``hosted_vllm/`` (LiteLLM's base_llm_http_handler path) take
+``client=AsyncHTTPHandler(transport=...)``; ``openai/`` takes ``client=AsyncOpenAI(http_client=httpx.AsyncClient(
+transport=...))``, whose own ``base_url``/``api_key`` are used: one per (api_base, api_key), built at startup,
+closed at shutdown.
 """
 
 from __future__ import annotations
@@ -12,33 +13,45 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at import
 
-import asyncio  # noqa: E402
-from collections.abc import AsyncIterator, Mapping  # noqa: E402
-from typing import Any  # noqa: E402
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
-import httpx  # noqa: E402
-import litellm  # noqa: E402
-import openai  # noqa: E402
-import structlog  # noqa: E402
-from aiohttp import web  # noqa: E402
-from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler  # noqa: E402
-from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming  # noqa: E402
+import httpx
+import litellm
+import openai
+import structlog
+from aiohttp import web
+from litellm.exceptions import (
+    APIConnectionError,
+    ContentPolicyViolationError,
+    ContextWindowExceededError,
+    MidStreamFallbackError,
+    Timeout,
+)
+from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
 
-from aiohttp_memproxy import errors  # noqa: E402
-from aiohttp_memproxy.keys import LLM, SETTINGS, UPSTREAM  # noqa: E402
-from aiohttp_memproxy.models import ResolvedModel  # noqa: E402
-from aiohttp_memproxy.settings import ModelConfig, Settings  # noqa: E402
-from aiohttp_memproxy.transport import AiohttpTransport, RetryPolicy  # noqa: E402
+from aiohttp_memproxy import errors
+from aiohttp_memproxy.keys import LLM, SETTINGS, UPSTREAM
+from aiohttp_memproxy.models import ResolvedModel
+from aiohttp_memproxy.settings import ModelConfig, Settings
+from aiohttp_memproxy.transport import AiohttpTransport, RetryPolicy
 
 log = structlog.get_logger()
+
+# LiteLLM prints a "Give Feedback" banner to stdout on every exception: our log line says what happened.
+litellm.suppress_debug_info = True
 
 # Which client each provider's LiteLLM code path accepts (read in litellm/main.py, proven by the cookie-gate
 # tests): the OpenAI SDK path takes an AsyncOpenAI, the base_llm_http_handler path an AsyncHTTPHandler. Any
 # other provider would make LiteLLM build its own cookie-less client, so it is refused, never silently used.
 CLIENT_KIND = {"openai": "openai_sdk", "anthropic": "http_handler", "hosted_vllm": "http_handler"}
 # What a client may set in a chat request: OpenAI's own parameters (from the SDK, so new ones follow it),
-# plus the LiteLLM extensions IDE clients use. Never api_key/api_base/client: a client must not redirect our key.
-CLIENT_PARAMS = (frozenset(CompletionCreateParamsStreaming.__annotations__) | {"thinking", "top_k"}) - {"model"}
+# plus LiteLLM extensions IDE clients use. Never api_key/api_base/client: a client must not redirect our key.
+CLIENT_PARAMS = (frozenset(CompletionCreateParamsStreaming.__annotations__) | {"thinking", "top_k"}) - {
+    "model"
+}
 # litellm_params we hand over ourselves, or that LiteLLM must not see as kwargs.
 OWN_PARAMS = frozenset({"model", "extra_headers"})
 
@@ -71,7 +84,8 @@ class LLMClients:
                 base_url=api_base,
                 api_key=api_key,
                 max_retries=0,  # retries are the transport's, and LiteLLM's num_retries
-                http_client=httpx.AsyncClient(transport=self._transport, timeout=None),
+                # Timeouts are the aiohttp session's (connect, sock_read); none of httpx's on top.
+                http_client=httpx.AsyncClient(transport=self._transport, timeout=None),  # noqa: S113
             )
         return self._openai[key]
 
@@ -87,7 +101,9 @@ class LLMClients:
             f"model {model.name!r}: provider {model.provider!r} is not supported by this gateway yet"
         )
 
-    def _kwargs(self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+    def _kwargs(
+        self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> dict[str, Any]:
         model = resolved.config
         params = {key: value for key, value in model.params.items() if key not in OWN_PARAMS}
         given = {key: value for key, value in request.items() if key in CLIENT_PARAMS}
@@ -107,7 +123,9 @@ class LLMClients:
             kwargs["client"] = client
         return kwargs
 
-    async def chat(self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
+    async def chat(
+        self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> Any:
         """``litellm.acompletion``: a ModelResponse, or a CustomStreamWrapper when ``stream`` is set."""
         kwargs = self._kwargs(resolved, request, headers)
         try:
@@ -127,52 +145,76 @@ class LLMClients:
             await stream.aclose()
 
     async def aclose(self) -> None:
-        await self._http_handler.close()
+        await self._http_handler.close()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
         await asyncio.gather(*(client.close() for client in self._openai.values()))
 
 
 def _retry_after(exc: BaseException) -> dict[str, str]:
+    """The upstream's Retry-After, wherever LiteLLM kept it; only that header is passed on."""
     response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if isinstance(response, httpx.Response) else None
-    return {"Retry-After": value} if value else {}
+    for headers in (
+        getattr(exc, "litellm_response_headers", None),
+        response.headers if isinstance(response, httpx.Response) else None,
+        getattr(exc, "headers", None),
+    ):
+        if headers:
+            value = {str(k).lower(): v for k, v in dict(headers).items()}.get("retry-after")
+            if value:
+                return {"Retry-After": str(value)}
+    return {}
 
 
 def to_proxy_error(exc: BaseException, model: str) -> errors.ProxyError:
     """One table, most specific first. Messages are ours: LiteLLM's text can carry URLs and keys."""
     # The class and status only: enough to diagnose, nothing that could carry a key.
-    log.warning("upstream_error", error=type(exc).__name__, upstream_status=getattr(exc, "status_code", None),
-                cause=type(exc.__cause__).__name__ if exc.__cause__ else None)
+    log.warning(
+        "upstream_error",
+        error=type(exc).__name__,
+        upstream_status=getattr(exc, "status_code", None),
+        cause=type(exc.__cause__).__name__ if exc.__cause__ else None,
+    )
     where = f"model {model!r}"
+    original = getattr(exc, "original_exception", None)
+    if isinstance(exc, MidStreamFallbackError) and isinstance(original, BaseException):
+        return to_proxy_error(original, model)  # what broke the stream, not LiteLLM's wrapper
     match exc:
-        case litellm.ContextWindowExceededError():
-            return errors.InvalidRequest(f"{where}: the request exceeds the model's context window",
-                                         code="context_length_exceeded")
-        case litellm.ContentPolicyViolationError():
+        case ContextWindowExceededError():
+            return errors.InvalidRequest(
+                f"{where}: the request exceeds the model's context window", code="context_length_exceeded"
+            )
+        case ContentPolicyViolationError():
             return errors.InvalidRequest(f"{where}: the upstream refused the content", code="content_policy")
-        case litellm.BadRequestError() | litellm.UnprocessableEntityError():
-            return errors.InvalidRequest(f"{where}: the upstream rejected the request as invalid")
-        case litellm.AuthenticationError():
-            return errors.AuthenticationFailed(f"{where}: the upstream rejected the gateway's credentials",
-                                               code="upstream_authentication")
-        case litellm.PermissionDeniedError():
-            return errors.PermissionDenied(f"{where}: the upstream denied access")
-        case litellm.NotFoundError():
-            return errors.NotFound(f"{where}: the upstream does not know this model")
-        case litellm.RateLimitError():
-            return errors.RateLimited(f"{where}: the upstream is rate limiting", headers=_retry_after(exc))
-        case litellm.Timeout() | httpx.TimeoutException():
+        case Timeout() | httpx.TimeoutException():
             return errors.UpstreamTimeout(f"{where}: the upstream timed out")
-        case litellm.ServiceUnavailableError():
-            return errors.ServiceUnavailable(f"{where}: the upstream is unavailable", headers=_retry_after(exc))
-        case litellm.APIConnectionError() | httpx.TransportError():
+        case APIConnectionError() | httpx.TransportError():
             return errors.UpstreamUnreachable(f"{where}: the upstream could not be reached or broke off")
+    # LiteLLM's class does not always match the upstream's status (a 401 can come as BadRequestError):
+    # the status decides.
     status = getattr(exc, "status_code", None)
-    if status == 429:
-        return errors.RateLimited(f"{where}: the upstream is rate limiting", headers=_retry_after(exc))
-    if status == 503:
-        return errors.ServiceUnavailable(f"{where}: the upstream is unavailable", headers=_retry_after(exc))
-    return errors.UpstreamUnreachable(f"{where}: the upstream failed (status {status or 'unknown'})",
-                                      code="upstream_error")
+    match status:
+        case 400 | 422:
+            return errors.InvalidRequest(f"{where}: the upstream rejected the request as invalid")
+        case 401:
+            return errors.AuthenticationFailed(
+                f"{where}: the upstream rejected the gateway's credentials", code="upstream_authentication"
+            )
+        case 403:
+            return errors.PermissionDenied(f"{where}: the upstream denied access")
+        case 404:
+            return errors.NotFound(f"{where}: the upstream does not know this model")
+        case 408 | 504:
+            return errors.UpstreamTimeout(f"{where}: the upstream timed out")
+        case 413:
+            return errors.RequestTooLarge(f"{where}: the upstream refused the request as too large")
+        case 429:
+            return errors.RateLimited(f"{where}: the upstream is rate limiting", headers=_retry_after(exc))
+        case 503 | 529:
+            return errors.ServiceUnavailable(
+                f"{where}: the upstream is unavailable", headers=_retry_after(exc)
+            )
+    return errors.UpstreamUnreachable(
+        f"{where}: the upstream failed (status {status or 'unknown'})", code="upstream_error"
+    )
 
 
 async def llm_clients(app: web.Application) -> AsyncIterator[None]:

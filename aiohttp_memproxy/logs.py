@@ -6,6 +6,7 @@ the same renderer so a traceback aiohttp logs is one JSON event too.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from typing import Literal, TextIO
@@ -36,14 +37,16 @@ def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | Non
     if fmt == "json":
         # Tracebacks as data, without local variables: locals can hold keys and request bodies.
         shared.append(
-            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
         )
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(
             colors=out.isatty(),
             exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
-            if structlog.dev.rich is not None
+            if importlib.util.find_spec("rich") is not None
             else structlog.dev.plain_traceback,
         )
     structlog.configure(

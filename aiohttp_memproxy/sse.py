@@ -3,6 +3,7 @@ as a final frame, a client that leaves stops the upstream read."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -38,6 +39,10 @@ async def openai_stream(request: web.Request, chunks: AsyncIterator[str]) -> web
         await response.write_eof()
     except ConnectionResetError:
         log.info("client_disconnected")
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the client goes away mid-response.
+        log.info("client_disconnected")
+        raise
     except ProxyError as exc:
         structlog.contextvars.bind_contextvars(error_code=exc.code, stream_error=True)
         log.warning("stream_error", code=exc.code, status=exc.status)

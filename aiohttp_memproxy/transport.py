@@ -82,7 +82,7 @@ class _ResponseStream(httpx.AsyncByteStream):
                 yield chunk
         except aiohttp.ClientError as exc:
             raise translate(exc, self._request) from exc
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise translate(exc, self._request) from exc
         self._done = True
 
@@ -139,9 +139,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
         )
 
-    async def _send(self, request: httpx.Request, body: bytes | AsyncIterator[bytes]) -> aiohttp.ClientResponse:
+    async def _send(
+        self, request: httpx.Request, body: bytes | AsyncIterator[bytes]
+    ) -> aiohttp.ClientResponse:
         # httpx computed Host and Content-Length for this body; aiohttp sets its own.
-        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in ("host", "content-length")]
+        headers = [
+            (k, v) for k, v in request.headers.multi_items() if k.lower() not in ("host", "content-length")
+        ]
         try:
             return await self._session.request(
                 request.method,
@@ -150,7 +154,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=body,
                 allow_redirects=False,
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise translate(exc, request) from exc
 
     async def aclose(self) -> None:
@@ -158,6 +162,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 async def _iter_request(request: httpx.Request) -> AsyncIterator[bytes]:
-    assert isinstance(request.stream, httpx.AsyncByteStream)  # noqa: S101  # httpx's async client gives one
+    assert isinstance(request.stream, httpx.AsyncByteStream)  # httpx's async client gives one
     async for chunk in request.stream:
         yield chunk

@@ -45,7 +45,7 @@ class CookieStore:
             return
         try:
             self.jar.load(self.path)
-        except Exception as exc:  # noqa: BLE001  # any unreadable file: move it aside, start empty
+        except Exception as exc:  # any unreadable file: move it aside, start empty
             aside = self.path.with_name(f"{COOKIE_FILE}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
             os.replace(self.path, aside)
             log.warning("cookie_jar_corrupt", moved_to=str(aside), error=type(exc).__name__)
@@ -83,7 +83,7 @@ def _mark_changes(store: CookieStore) -> aiohttp.TraceConfig:
 
 async def upstream_session(app: web.Application) -> AsyncIterator[None]:
     proxy = app[SETTINGS].proxy
-    assert proxy.state_dir is not None  # noqa: S101  # load_settings always resolves it
+    assert proxy.state_dir is not None  # load_settings always resolves it
     jar = aiohttp.CookieJar(unsafe=True)
     store = CookieStore(jar, proxy.state_dir)
     store.load()
@@ -91,7 +91,9 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         connector=aiohttp.TCPConnector(limit=proxy.pool_limit),
         cookie_jar=jar,
         # No total timeout: streams run as long as they produce; a silent upstream hits sock_read.
-        timeout=aiohttp.ClientTimeout(total=None, connect=proxy.connect_timeout_s, sock_read=proxy.read_timeout_s),
+        timeout=aiohttp.ClientTimeout(
+            total=None, connect=proxy.connect_timeout_s, sock_read=proxy.read_timeout_s
+        ),
         auto_decompress=False,  # httpx (LiteLLM's side of the transport) decodes content-encoding itself
         trace_configs=[_mark_changes(store)],
     )

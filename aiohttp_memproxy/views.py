@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
-from aiohttp import web
-
 import structlog
+from aiohttp import web
 
 from aiohttp_memproxy import __version__, sse
 from aiohttp_memproxy.errors import InvalidRequest

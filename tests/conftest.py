@@ -111,3 +111,89 @@ async def upstream(aiohttp_server: Any) -> tuple[FakeUpstream, str]:
     fake = FakeUpstream()
     server: TestServer = await aiohttp_server(fake.app())
     return fake, str(server.make_url("")).rstrip("/")
+
+
+UPSTREAM_KEY = "sk-upstream-key-never-shown-0123456789"
+SM_KEY = "sm-supermemory-key-never-shown-987654"
+MESSAGES = [{"role": "user", "content": "hi"}]
+# One model per provider family the gateway supports, all pointed at the fake upstream.
+FAMILIES = ["gpt-up", "vllm-up", "claude-up"]
+
+
+def models_at(url: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "model_name": "gpt-up",
+            "litellm_params": {"model": "openai/gpt-up", "api_base": f"{url}/v1", "api_key": UPSTREAM_KEY},
+        },
+        {"model_name": "vllm-up", "litellm_params": {"model": "hosted_vllm/qwen", "api_base": f"{url}/v1"}},
+        {
+            "model_name": "claude-up",
+            "litellm_params": {"model": "anthropic/claude-up", "api_base": url, "api_key": UPSTREAM_KEY},
+        },
+        {
+            "model_name": "claude-memory",
+            "litellm_params": {
+                "model": "anthropic/claude-memory",
+                "api_base": url,
+                "api_key": UPSTREAM_KEY,
+                "extra_headers": {"x-supermemory-api-key": SM_KEY},
+            },
+            "model_info": {"supermemory": True},
+        },
+        {
+            "model_name": "gpt-memory",
+            "litellm_params": {
+                "model": "openai/gpt-memory",
+                "api_base": f"{url}/v1",
+                "api_key": UPSTREAM_KEY,
+            },
+            "model_info": {"supermemory": True},
+        },
+        {
+            "model_name": "gpt-4o-up",
+            "litellm_params": {"model": "openai/gpt-4o", "api_base": f"{url}/v1", "api_key": UPSTREAM_KEY},
+        },
+        {
+            "model_name": "off",
+            "litellm_params": {"model": "openai/off", "api_key": "os.environ/TEST_UNSET_OFF"},
+        },
+        {
+            "model_name": "nowhere",
+            "litellm_params": {
+                "model": "openai/nowhere",
+                "api_base": "http://127.0.0.1:9/v1",
+                "api_key": "x",
+            },
+        },
+    ]
+
+
+@pytest.fixture
+def gateway_settings(
+    make_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
+) -> Callable[..., Settings]:
+    _, url = upstream
+
+    def make(**memproxy: Any) -> Settings:
+        doc = base_config(
+            model_list=models_at(url),
+            litellm_settings={"drop_params": True},
+            user_id_mappings={
+                "header_patterns": [
+                    {"header": "user-agent", "pattern": "^claude-cli", "user_id": "claude-code"}
+                ]
+            },
+            memproxy={"retry_base_delay_s": 0, "max_body_mb": 1, **memproxy},
+        )
+        return make_settings(doc)
+
+    return make
+
+
+async def post(client: TestClient[web.Request, web.Application], body: Any, **kwargs: Any) -> Any:
+    return await client.post("/v1/chat/completions", json=body, **kwargs)
+
+
+def sse_frames(text: str) -> list[str]:
+    return [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]

@@ -13,7 +13,9 @@ from typing import Any
 from aiohttp import web
 
 CLEARANCE = "cf_clearance"
-CHALLENGE_PAGE = "<html><title>Error 1200</title><body>error code: 1200 - rate limited by Cloudflare</body></html>"
+CHALLENGE_PAGE = (
+    "<html><title>Error 1200</title><body>error code: 1200 - rate limited by Cloudflare</body></html>"
+)
 REPLY = ["Hello", " from", " upstream"]
 
 
@@ -39,6 +41,7 @@ class FakeUpstream:
     script: list[Scripted] = field(default_factory=list)
     cut_after: int | None = None  # chunks sent before a stream is cut short
     chunk_delay_s: float = 0.0
+    delay_s: float = 0.0  # before answering at all
     seen: list[Seen] = field(default_factory=list)
     challenges: int = 0
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -57,7 +60,11 @@ class FakeUpstream:
 
     async def _intercept(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
         body = await request.json()
-        self.seen.append(Seen(request.path, dict(request.headers), dict(request.cookies), body, time.monotonic()))
+        self.seen.append(
+            Seen(request.path, dict(request.headers), dict(request.cookies), body, time.monotonic())
+        )
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if self.gate and CLEARANCE not in request.cookies:
             self.challenges += 1
             response = web.Response(status=503, text=CHALLENGE_PAGE, content_type="text/html")
@@ -73,7 +80,9 @@ class FakeUpstream:
         return body, None
 
     async def _sse(self, request: web.Request, events: list[bytes]) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         try:
             for index, event in enumerate(events):
@@ -192,7 +201,10 @@ class FakeUpstream:
                 for piece in REPLY
             ],
             event("content_block_stop", {"index": 0}),
-            event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 3}}),
+            event(
+                "message_delta",
+                {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 3}},
+            ),
             event("message_stop", {}),
         ]
         return await self._sse(request, events)

@@ -7,77 +7,22 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from aiohttp_memproxy.settings import Settings
-from tests.conftest import AppClient, LogLines, base_config
-from tests.fake_upstream import CLEARANCE, FakeUpstream, Scripted
-
-UPSTREAM_KEY = "sk-upstream-key-never-shown-0123456789"
-SM_KEY = "sm-supermemory-key-never-shown-987654"
-MESSAGES = [{"role": "user", "content": "hi"}]
-# One model per provider family the gateway supports, all pointed at the fake upstream.
-FAMILIES = ["gpt-up", "vllm-up", "claude-up"]
-
-
-def models_at(url: str) -> list[dict[str, Any]]:
-    return [
-        {"model_name": "gpt-up", "litellm_params": {"model": "openai/gpt-up", "api_base": f"{url}/v1",
-                                                    "api_key": UPSTREAM_KEY}},
-        {"model_name": "vllm-up", "litellm_params": {"model": "hosted_vllm/qwen", "api_base": f"{url}/v1"}},
-        {"model_name": "claude-up", "litellm_params": {"model": "anthropic/claude-up", "api_base": url,
-                                                       "api_key": UPSTREAM_KEY}},
-        {
-            "model_name": "claude-memory",
-            "litellm_params": {
-                "model": "anthropic/claude-memory",
-                "api_base": url,
-                "api_key": UPSTREAM_KEY,
-                "extra_headers": {"x-supermemory-api-key": SM_KEY},
-            },
-            "model_info": {"supermemory": True},
-        },
-        {"model_name": "gpt-memory", "litellm_params": {"model": "openai/gpt-memory", "api_base": f"{url}/v1",
-                                                        "api_key": UPSTREAM_KEY}, "model_info": {"supermemory": True}},
-        {"model_name": "gpt-4o-up", "litellm_params": {"model": "openai/gpt-4o", "api_base": f"{url}/v1",
-                                                       "api_key": UPSTREAM_KEY}},
-        {"model_name": "off", "litellm_params": {"model": "openai/off", "api_key": "os.environ/TEST_UNSET_OFF"}},
-        {"model_name": "nowhere", "litellm_params": {"model": "openai/nowhere", "api_base": "http://127.0.0.1:9/v1",
-                                                     "api_key": "x"}},
-    ]
-
-
-@pytest.fixture
-def gateway_settings(
-    make_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
-) -> Callable[..., Settings]:
-    _, url = upstream
-
-    def make(**memproxy: Any) -> Settings:
-        doc = base_config(
-            model_list=models_at(url),
-            litellm_settings={"drop_params": True},
-            user_id_mappings={
-                "header_patterns": [{"header": "user-agent", "pattern": "^claude-cli", "user_id": "claude-code"}]
-            },
-            memproxy={"retry_base_delay_s": 0, "max_body_mb": 1, **memproxy},
-        )
-        return make_settings(doc)
-
-    return make
-
-
-async def post(client: TestClient[web.Request, web.Application], body: Any, **kwargs: Any) -> Any:
-    return await client.post("/v1/chat/completions", json=body, **kwargs)
-
-
-def sse_frames(text: str) -> list[str]:
-    return [line[len("data: "):] for line in text.split("\n\n") if line.startswith("data: ")]
+from tests.conftest import (
+    FAMILIES,
+    MESSAGES,
+    SM_KEY,
+    UPSTREAM_KEY,
+    AppClient,
+    LogLines,
+    post,
+    sse_frames,
+)
+from tests.fake_upstream import CLEARANCE, FakeUpstream
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
@@ -100,7 +45,8 @@ async def test_cookie_gate_per_family(
             frames = sse_frames(text)
             assert frames[-1] == "[DONE]"
             content = "".join(
-                (json.loads(f)["choices"][0]["delta"].get("content") or "") for f in frames[:-1]
+                (json.loads(f)["choices"][0]["delta"].get("content") or "")
+                for f in frames[:-1]
                 if json.loads(f)["choices"]
             )
         else:
@@ -169,7 +115,10 @@ async def test_openai_sdk_as_client(
         pieces = []
         usage = None
         stream = await sdk.chat.completions.create(
-            model="claude-up", messages=MESSAGES, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+            model="claude-up",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
         )
         async for chunk in stream:
             if chunk.choices:
@@ -177,7 +126,8 @@ async def test_openai_sdk_as_client(
             if chunk.usage:
                 usage = chunk.usage
         assert "".join(pieces) == "Hello from upstream"
-        assert usage is not None and usage.total_tokens == 8
+        assert usage is not None
+        assert usage.total_tokens == 8
         models = await sdk.models.list()
         assert "gpt-up" in [m.id for m in models.data]
     assert fake.challenges == 1
@@ -185,7 +135,9 @@ async def test_openai_sdk_as_client(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 async def test_memory_headers_only_to_supermemory_models(
-    app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str],
+    app_client: AppClient,
+    gateway_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
     stream: bool,
 ) -> None:
     fake, _ = upstream
@@ -198,7 +150,9 @@ async def test_memory_headers_only_to_supermemory_models(
         ("gpt-up", {"x-memory-user-id": "alice"}, None),
     ]
     for model, headers, user_id in cases:
-        response = await post(client, {"model": model, "messages": MESSAGES, "stream": stream}, headers=headers)
+        response = await post(
+            client, {"model": model, "messages": MESSAGES, "stream": stream}, headers=headers
+        )
         assert response.status == 200, await response.text()
         seen = {k.lower(): v for k, v in fake.seen[-1].headers.items()}
         assert seen.get("x-sm-user-id") == user_id, model
@@ -214,7 +168,9 @@ async def test_params_pass_through_and_config_cannot_be_overridden(
 ) -> None:
     fake, _ = upstream
     client = await app_client(gateway_settings())
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    tools = [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    ]
     body = {
         "model": "gpt-4o-up",
         "messages": MESSAGES,
@@ -249,7 +205,9 @@ async def test_drop_params_is_honoured(
     assert fake.seen[-1].body["seed"] == 3
 
 
-async def test_demo_model_answers_without_upstream(app_client: AppClient, make_settings: Callable[..., Settings]) -> None:
+async def test_demo_model_answers_without_upstream(
+    app_client: AppClient, make_settings: Callable[..., Settings]
+) -> None:
     client = await app_client(make_settings())
     body = await (await post(client, {"model": "demo", "messages": MESSAGES})).json()
     assert body["choices"][0]["message"]["content"] == "hi"
