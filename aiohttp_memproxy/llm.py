@@ -2,9 +2,9 @@
 
 LiteLLM blocks cookies on every client it builds and caches clients per provider, so it must never build one:
 each call gets ours. ``anthropic/`` and ``hosted_vllm/`` (LiteLLM's base_llm_http_handler path) take
-``client=AsyncHTTPHandler(transport=...)``; ``openai/`` takes ``client=AsyncOpenAI(http_client=httpx.AsyncClient(
-transport=...))``, whose own ``base_url``/``api_key`` are used: one per (api_base, api_key), built at startup,
-closed at shutdown.
+``client=AsyncHTTPHandler(transport=...)``; ``openai/`` takes an ``AsyncOpenAI`` whose ``http_client``
+uses our transport and whose own ``base_url``/``api_key`` are used: one per (api_base, api_key),
+built at startup, closed at shutdown.
 """
 
 from __future__ import annotations

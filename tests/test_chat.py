@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -213,3 +214,20 @@ async def test_demo_model_answers_without_upstream(
     assert body["choices"][0]["message"]["content"] == "hi"
     streamed = await (await post(client, {"model": "demo", "messages": MESSAGES, "stream": True})).text()
     assert sse_frames(streamed)[-1] == "[DONE]"
+
+
+async def test_jar_saved_soon_after_a_change_while_running(
+    app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
+) -> None:
+    fake, _ = upstream
+    fake.gate = True
+    settings = gateway_settings()
+    client = await app_client(settings)
+    assert (await post(client, {"model": "claude-up", "messages": MESSAGES})).status == 200
+    jar_file = settings.proxy.state_dir / "cookies.json"  # type: ignore[operator]
+    for _ in range(100):  # debounced: saved about a second after the Set-Cookie, not at shutdown only
+        if jar_file.exists():
+            break
+        await asyncio.sleep(0.1)
+    assert CLEARANCE in jar_file.read_text()
+    assert (await client.get("/health")).status == 200  # still serving: not the shutdown save
