@@ -14,7 +14,7 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at import
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ import litellm
 import openai
 import structlog
 from aiohttp import web
+from litellm.anthropic_interface import messages as anthropic_messages
 from litellm.exceptions import (
     APIConnectionError,
     ContentPolicyViolationError,
@@ -36,12 +37,15 @@ from aiohttp_memproxy import errors
 from aiohttp_memproxy.keys import LLM, SETTINGS, UPSTREAM
 from aiohttp_memproxy.models import ResolvedModel
 from aiohttp_memproxy.settings import ModelConfig, Settings
-from aiohttp_memproxy.transport import AiohttpTransport, RetryPolicy
+from aiohttp_memproxy.transport import EXACT_HEADERS, AiohttpTransport, RetryPolicy
 
 log = structlog.get_logger()
 
 # LiteLLM prints a "Give Feedback" banner to stdout on every exception: our log line says what happened.
 litellm.suppress_debug_info = True
+# /v1/messages to an OpenAI upstream: translate to chat completions (what OpenAI-compatible servers speak),
+# not to the Responses API that LiteLLM picks for openai/ by default.
+litellm.use_chat_completions_url_for_anthropic_messages = True
 
 # Which client each provider's LiteLLM code path accepts (read in litellm/main.py, proven by the cookie-gate
 # tests): the OpenAI SDK path takes an AsyncOpenAI, the base_llm_http_handler path an AsyncHTTPHandler. Any
@@ -52,6 +56,31 @@ CLIENT_KIND = {"openai": "openai_sdk", "anthropic": "http_handler", "hosted_vllm
 CLIENT_PARAMS = (frozenset(CompletionCreateParamsStreaming.__annotations__) | {"thinking", "top_k"}) - {
     "model"
 }
+# What a client may set in a Messages request (Anthropic's API reference), model and max_tokens aside.
+MESSAGES_PARAMS = frozenset(
+    {
+        "messages",
+        "system",
+        "metadata",
+        "stop_sequences",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "service_tier",
+        "container",
+        "context_management",
+        "mcp_servers",
+        "output_format",
+        "output_config",
+    }
+)
+# Forwarded byte for byte to an Anthropic upstream (LiteLLM would sort and merge the betas).
+ANTHROPIC_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
+DEFAULT_ANTHROPIC_BASE = "https://api.anthropic.com"
 # litellm_params we hand over ourselves, or that LiteLLM must not see as kwargs.
 OWN_PARAMS = frozenset({"model", "extra_headers"})
 
@@ -133,8 +162,87 @@ class LLMClients:
         except (openai.OpenAIError, httpx.HTTPError) as exc:
             raise to_proxy_error(exc, resolved.config.name) from exc
 
+    async def messages(
+        self,
+        resolved: ResolvedModel,
+        request: Mapping[str, Any],
+        headers: Mapping[str, str],
+        client_headers: Mapping[str, str],
+    ) -> Any:
+        """``litellm.anthropic.messages.acreate``: the message as a dict, or an iterator of SSE bytes.
+
+        Anthropic upstreams get the client's ``anthropic-version``/``anthropic-beta`` unchanged and their
+        events pass through as bytes; other upstreams go through LiteLLM's translation to chat completions.
+        """
+        model = resolved.config
+        kwargs = self._kwargs(resolved, {}, headers)
+        kwargs.pop("drop_params", None)
+        kwargs.update({key: value for key, value in request.items() if key in MESSAGES_PARAMS})
+        kwargs["max_tokens"] = request["max_tokens"]
+        if model.provider == "anthropic":
+            exact = {
+                name: client_headers[name] for name in ANTHROPIC_CLIENT_HEADERS if name in client_headers
+            }
+            kwargs["extra_headers"] = {**kwargs.get("extra_headers", {}), **exact}
+            EXACT_HEADERS.set(exact)
+        try:
+            return await anthropic_messages.acreate(**kwargs)
+        except (openai.OpenAIError, httpx.HTTPError) as exc:
+            raise to_proxy_error(exc, model.name) from exc
+
     @staticmethod
-    async def chunks(stream: Any, model_name: str) -> AsyncIterator[str]:
+    async def events(stream: Any, model_name: str) -> AsyncGenerator[bytes, None]:
+        """The SSE bytes of a Messages stream as they arrive; errors mid-stream become ProxyError."""
+        try:
+            async for data in stream:
+                yield data if isinstance(data, bytes) else str(data).encode()
+        except (openai.OpenAIError, httpx.HTTPError) as exc:
+            raise to_proxy_error(exc, model_name) from exc
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def count_tokens(
+        self,
+        resolved: ResolvedModel,
+        request: Mapping[str, Any],
+        headers: Mapping[str, str],
+        client_headers: Mapping[str, str],
+    ) -> dict[str, Any]:
+        """Anthropic upstreams count (forwarded, same session and jar); others are counted here by LiteLLM."""
+        model = resolved.config
+        if model.provider != "anthropic":
+            messages = list(request.get("messages") or [])
+            if isinstance(request.get("system"), str):
+                messages.insert(0, {"role": "system", "content": request["system"]})
+            count = litellm.token_counter(model=resolved.litellm_model, messages=messages)
+            return {"input_tokens": int(count)}
+        base = str(model.params.get("api_base") or DEFAULT_ANTHROPIC_BASE).rstrip("/")
+        url = base if base.endswith("/v1/messages/count_tokens") else f"{base}/v1/messages/count_tokens"
+        upstream_headers = {
+            "content-type": "application/json",
+            "anthropic-version": client_headers.get("anthropic-version", "2023-06-01"),
+            **(
+                {"anthropic-beta": client_headers["anthropic-beta"]}
+                if "anthropic-beta" in client_headers
+                else {}
+            ),
+            **model.params.get("extra_headers", {}),
+            **headers,
+        }
+        if model.params.get("api_key"):
+            upstream_headers["x-api-key"] = str(model.params["api_key"])
+        body = {**request, "model": resolved.litellm_model.partition("/")[2] or resolved.litellm_model}
+        try:
+            response = await self._http_handler.post(url, json=body, headers=upstream_headers)
+        except (openai.OpenAIError, httpx.HTTPError) as exc:
+            raise to_proxy_error(exc, model.name) from exc
+        result: dict[str, Any] = response.json()
+        return result
+
+    @staticmethod
+    async def chunks(stream: Any, model_name: str) -> AsyncGenerator[str, None]:
         """Each chunk of a LiteLLM stream as OpenAI JSON; errors mid-stream become ProxyError."""
         try:
             async for chunk in stream:
@@ -191,6 +299,8 @@ def to_proxy_error(exc: BaseException, model: str) -> errors.ProxyError:
     # LiteLLM's class does not always match the upstream's status (a 401 can come as BadRequestError):
     # the status decides.
     status = getattr(exc, "status_code", None)
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
     match status:
         case 400 | 422:
             return errors.InvalidRequest(f"{where}: the upstream rejected the request as invalid")

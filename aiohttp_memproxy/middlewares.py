@@ -23,7 +23,7 @@ log = structlog.get_logger()
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
-ANTHROPIC_PREFIXES = ("/v1/messages", "/messages")
+ANTHROPIC_PREFIXES = ("/v1/messages", "/messages", "/api/event_logging")
 MODEL_LIST_PATHS = ("/v1/models", "/models")
 # Reachable without the master key; they show no secret.
 PUBLIC_PATHS = frozenset(

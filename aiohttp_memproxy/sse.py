@@ -1,11 +1,11 @@
 """Server-sent events on a web.StreamResponse: each chunk written as it arrives, errors after the headers
-as a final frame, a client that leaves stops the upstream read."""
+as a final frame in the client's dialect, a client that leaves stops the upstream read."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import structlog
 from aiohttp import web
@@ -18,24 +18,53 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 DONE = b"data: [DONE]\n\n"
 
 
-async def openai_stream(request: web.Request, chunks: AsyncIterator[str]) -> web.StreamResponse:
+def openai_error_frame(error: ProxyError) -> bytes:
+    return b"data: " + json.dumps(error.openai_body()).encode() + b"\n\n"
+
+
+def anthropic_error_frame(error: ProxyError) -> bytes:
+    return b"event: error\ndata: " + json.dumps(error.anthropic_body()).encode() + b"\n\n"
+
+
+async def openai_stream(request: web.Request, chunks: AsyncGenerator[str, None]) -> web.StreamResponse:
     """``data: {chunk}`` frames then ``data: [DONE]``; an error after the headers ends with an error frame."""
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for data in chunks:
+            yield b"data: " + data.encode() + b"\n\n"
+
+    return await relay(request, frames(), chunks, openai_error_frame, DONE)
+
+
+async def anthropic_stream(request: web.Request, events: AsyncGenerator[bytes, None]) -> web.StreamResponse:
+    """The upstream's Anthropic events as they are, byte for byte; an error ends with ``event: error``."""
+    return await relay(request, events, events, anthropic_error_frame, b"")
+
+
+async def relay(
+    request: web.Request,
+    frames: AsyncIterator[bytes],
+    source: AsyncGenerator[object, None],
+    error_frame: Callable[[ProxyError], bytes],
+    trailer: bytes,
+) -> web.StreamResponse:
     try:
-        # The first chunk before the headers: an upstream that fails at once gets a real status code.
-        first = await anext(chunks)
+        # The first frame before the headers: an upstream that fails at once gets a real status code.
+        first: bytes | None = await anext(frames)
     except StopAsyncIteration:
         first = None
     except BaseException:
-        await chunks.aclose()  # type: ignore[attr-defined]  # an async generator
+        await source.aclose()
         raise
     response = web.StreamResponse(headers=SSE_HEADERS)
     try:
         await response.prepare(request)
         if first is not None:
-            await response.write(b"data: " + first.encode() + b"\n\n")
-        async for data in chunks:
-            await response.write(b"data: " + data.encode() + b"\n\n")
-        await response.write(DONE)
+            await response.write(first)
+        async for frame in frames:
+            await response.write(frame)
+        if trailer:
+            await response.write(trailer)
         await response.write_eof()
     except ConnectionResetError:
         log.info("client_disconnected")
@@ -47,10 +76,10 @@ async def openai_stream(request: web.Request, chunks: AsyncIterator[str]) -> web
         structlog.contextvars.bind_contextvars(error_code=exc.code, stream_error=True)
         log.warning("stream_error", code=exc.code, status=exc.status)
         try:
-            await response.write(b"data: " + json.dumps(exc.openai_body()).encode() + b"\n\n")
+            await response.write(error_frame(exc))
             await response.write_eof()
         except ConnectionResetError:
             log.info("client_disconnected")
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]  # an async generator
+        await source.aclose()
     return response

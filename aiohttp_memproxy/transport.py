@@ -8,9 +8,10 @@ challenge pages) are retried here, before any byte is handed on, so every provid
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -20,6 +21,13 @@ import structlog
 log = structlog.get_logger()
 
 RETRY_STATUSES = frozenset({429, 503})
+
+# Headers that must reach the upstream exactly as the client sent them, for the current request (task):
+# LiteLLM rewrites some on the way (it sorts and merges `anthropic-beta`), so llm.py sets them here and the
+# transport puts them back last.
+EXACT_HEADERS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "exact_headers", default=None
+)
 
 # Most specific first: the first row whose class matches wins.
 EXCEPTION_TABLE: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (

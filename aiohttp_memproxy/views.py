@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp_memproxy import __version__, sse
 from aiohttp_memproxy.errors import InvalidRequest
 from aiohttp_memproxy.keys import COOKIES, DIALECT, LLM, MODELS, ROUTER, SETTINGS, STARTED_AT
+from aiohttp_memproxy.models import ResolvedModel
 from aiohttp_memproxy.settings import ModelConfig
 
 routes = web.RouteTableDef()
@@ -163,3 +164,51 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if body.get("stream") is True:
         return await sse.openai_stream(request, llm.chunks(result, resolved.config.name))
     return web.json_response(text=result.model_dump_json(exclude_none=True))
+
+
+def _client_headers(request: web.Request) -> dict[str, str]:
+    return {
+        name: request.headers[name]
+        for name in ("anthropic-version", "anthropic-beta")
+        if name in request.headers
+    }
+
+
+async def _messages_request(request: web.Request) -> tuple[dict[str, Any], ResolvedModel, dict[str, str]]:
+    body = await json_object(request)
+    _require(body, "model", str, "a non-empty string")
+    _require(body, "messages", list, "a non-empty array")
+    resolved = request.app[MODELS].resolve(body["model"])
+    router = request.app[ROUTER]
+    decision = router.decide(request.headers)
+    structlog.contextvars.bind_contextvars(model=resolved.config.name, user_id=decision.user_id)
+    return body, resolved, router.memory_headers(resolved.config, decision)
+
+
+@routes.post("/v1/messages")
+@routes.post("/messages")
+async def messages(request: web.Request) -> web.StreamResponse:
+    body, resolved, memory = await _messages_request(request)
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise InvalidRequest("max_tokens: expected a positive integer", param="max_tokens")
+    llm = request.app[LLM]
+    result = await llm.messages(resolved, body, memory, _client_headers(request))
+    if body.get("stream") is True:
+        return await sse.anthropic_stream(request, llm.events(result, resolved.config.name))
+    return web.json_response(result)
+
+
+@routes.post("/v1/messages/count_tokens")
+@routes.post("/messages/count_tokens")
+async def count_tokens(request: web.Request) -> web.Response:
+    body, resolved, memory = await _messages_request(request)
+    counted = await request.app[LLM].count_tokens(resolved, body, memory, _client_headers(request))
+    return web.json_response(counted)
+
+
+@routes.post("/api/event_logging/batch")
+async def event_logging(request: web.Request) -> web.Response:
+    """Claude Code's telemetry: accepted and dropped, so it does not 404."""
+    await request.read()
+    return web.json_response({"status": "ok"})
