@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at import
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
@@ -37,7 +38,7 @@ from aiohttp_memproxy import errors
 from aiohttp_memproxy.keys import LLM, SETTINGS, UPSTREAM
 from aiohttp_memproxy.models import ResolvedModel
 from aiohttp_memproxy.settings import ModelConfig, Settings
-from aiohttp_memproxy.transport import EXACT_HEADERS, AiohttpTransport, RetryPolicy
+from aiohttp_memproxy.transport import AiohttpTransport, PinnedHeaders, RetryPolicy
 
 log = structlog.get_logger()
 
@@ -81,6 +82,7 @@ MESSAGES_PARAMS = frozenset(
 # Forwarded byte for byte to an Anthropic upstream (LiteLLM would sort and merge the betas).
 ANTHROPIC_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
 DEFAULT_ANTHROPIC_BASE = "https://api.anthropic.com"
+MAX_PINNED_HANDLERS = 32
 # litellm_params we hand over ourselves, or that LiteLLM must not see as kwargs.
 OWN_PARAMS = frozenset({"model", "extra_headers"})
 
@@ -95,6 +97,8 @@ class LLMClients:
         self._transport = transport
         self._http_handler = AsyncHTTPHandler(transport=transport, timeout=settings.litellm.request_timeout)
         self._openai: dict[tuple[str | None, str], openai.AsyncOpenAI] = {}
+        self._pinned: OrderedDict[tuple[tuple[str, str], ...], AsyncHTTPHandler] = OrderedDict()
+        self._retired: list[AsyncHTTPHandler] = []
         for model in settings.models:
             if not model.enabled or "mock_response" in model.params:
                 continue
@@ -102,6 +106,24 @@ class LLMClients:
                 self._openai_client(model)
             elif client_kind(model.provider) is None:
                 log.warning("provider_unsupported", model=model.name, provider=model.provider)
+
+    def _pinned_handler(self, exact: tuple[tuple[str, str], ...]) -> AsyncHTTPHandler:
+        """A handler whose transport restores the client's Anthropic headers (LiteLLM sorts the betas).
+
+        Kept per header set: Claude Code sends the same few sets all day, so this is built once each.
+        """
+        handler = self._pinned.get(exact)
+        if handler is None:
+            if len(self._pinned) >= MAX_PINNED_HANDLERS:
+                # Bounded: a client that varies its betas endlessly must not grow this without end.
+                _, oldest = self._pinned.popitem(last=False)
+                self._retired.append(oldest)
+            transport = PinnedHeaders(self._transport, dict(exact))
+            handler = AsyncHTTPHandler(transport=transport, timeout=self.settings.litellm.request_timeout)
+            self._pinned[exact] = handler
+        else:
+            self._pinned.move_to_end(exact)
+        return handler
 
     def _openai_client(self, model: ModelConfig) -> openai.AsyncOpenAI:
         api_base = model.params.get("api_base")
@@ -180,24 +202,36 @@ class LLMClients:
         kwargs.update({key: value for key, value in request.items() if key in MESSAGES_PARAMS})
         kwargs["max_tokens"] = request["max_tokens"]
         if model.provider == "anthropic":
-            exact = {
-                name: client_headers[name] for name in ANTHROPIC_CLIENT_HEADERS if name in client_headers
-            }
-            kwargs["extra_headers"] = {**kwargs.get("extra_headers", {}), **exact}
-            EXACT_HEADERS.set(exact)
+            exact = tuple(
+                (name, client_headers[name]) for name in ANTHROPIC_CLIENT_HEADERS if name in client_headers
+            )
+            kwargs["extra_headers"] = {**kwargs.get("extra_headers", {}), **dict(exact)}
+            if exact:
+                kwargs["client"] = self._pinned_handler(exact)
         try:
             return await anthropic_messages.acreate(**kwargs)
         except (openai.OpenAIError, httpx.HTTPError) as exc:
             raise to_proxy_error(exc, model.name) from exc
 
     @staticmethod
-    async def events(stream: Any, model_name: str) -> AsyncGenerator[bytes, None]:
-        """The SSE bytes of a Messages stream as they arrive; errors mid-stream become ProxyError."""
+    async def events(stream: Any, model: ModelConfig) -> AsyncGenerator[bytes, None]:
+        """The SSE bytes of a Messages stream as they arrive; errors mid-stream become ProxyError.
+
+        From an Anthropic upstream every event passes as is, its own ``event: error`` included. LiteLLM's
+        translation reports a failure as an ``event: error`` of its own whose text is LiteLLM's: that one
+        becomes our error.
+        """
+        translated = model.provider != "anthropic"
         try:
             async for data in stream:
-                yield data if isinstance(data, bytes) else str(data).encode()
+                frame = data if isinstance(data, bytes) else str(data).encode()
+                if translated and frame.startswith(b"event: error"):
+                    raise errors.UpstreamUnreachable(
+                        f"model {model.name!r}: the upstream could not be reached or broke off"
+                    )
+                yield frame
         except (openai.OpenAIError, httpx.HTTPError) as exc:
-            raise to_proxy_error(exc, model_name) from exc
+            raise to_proxy_error(exc, model.name) from exc
         finally:
             close = getattr(stream, "aclose", None)
             if close is not None:
@@ -253,7 +287,8 @@ class LLMClients:
             await stream.aclose()
 
     async def aclose(self) -> None:
-        await self._http_handler.close()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
+        for handler in (self._http_handler, *self._pinned.values(), *self._retired):
+            await handler.close()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
         await asyncio.gather(*(client.close() for client in self._openai.values()))
 
 
@@ -270,6 +305,21 @@ def _retry_after(exc: BaseException) -> dict[str, str]:
             if value:
                 return {"Retry-After": str(value)}
     return {}
+
+
+def _upstream_status(exc: BaseException) -> int | None:
+    """The upstream's own status: the deepest one in the exception chain (LiteLLM re-raises a 529 as 500)."""
+    found: int | None = None
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        status = seen.response.status_code if isinstance(seen, httpx.HTTPStatusError) else None
+        status = status or getattr(seen, "status_code", None)
+        if isinstance(status, int):
+            found = status
+        seen = seen.__cause__ or seen.__context__
+    return found
 
 
 def to_proxy_error(exc: BaseException, model: str) -> errors.ProxyError:
@@ -298,9 +348,7 @@ def to_proxy_error(exc: BaseException, model: str) -> errors.ProxyError:
             return errors.UpstreamUnreachable(f"{where}: the upstream could not be reached or broke off")
     # LiteLLM's class does not always match the upstream's status (a 401 can come as BadRequestError):
     # the status decides.
-    status = getattr(exc, "status_code", None)
-    if isinstance(exc, httpx.HTTPStatusError):
-        status = exc.response.status_code
+    status = _upstream_status(exc)
     match status:
         case 400 | 422:
             return errors.InvalidRequest(f"{where}: the upstream rejected the request as invalid")

@@ -8,7 +8,6 @@ challenge pages) are retried here, before any byte is handed on, so every provid
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import email.utils
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -21,13 +20,6 @@ import structlog
 log = structlog.get_logger()
 
 RETRY_STATUSES = frozenset({429, 503})
-
-# Headers that must reach the upstream exactly as the client sent them, for the current request (task):
-# LiteLLM rewrites some on the way (it sorts and merges `anthropic-beta`), so llm.py sets them here and the
-# transport puts them back last.
-EXACT_HEADERS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
-    "exact_headers", default=None
-)
 
 # Most specific first: the first row whose class matches wins.
 EXCEPTION_TABLE: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -173,3 +165,23 @@ async def _iter_request(request: httpx.Request) -> AsyncIterator[bytes]:
     assert isinstance(request.stream, httpx.AsyncByteStream)  # httpx's async client gives one
     async for chunk in request.stream:
         yield chunk
+
+
+class PinnedHeaders(httpx.AsyncBaseTransport):
+    """Sets some headers to fixed values on every request, then hands it to the wrapped transport.
+
+    LiteLLM rewrites some headers on the way (it sorts and merges ``anthropic-beta``); what the client sent
+    must reach an Anthropic upstream unchanged. Borrows the wrapped transport, never closes it.
+    """
+
+    def __init__(self, wrapped: httpx.AsyncBaseTransport, headers: Mapping[str, str]) -> None:
+        self._wrapped = wrapped
+        self._headers = dict(headers)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for name, value in self._headers.items():
+            request.headers[name] = value
+        return await self._wrapped.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Borrowed: nothing to close."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -55,10 +56,15 @@ class CookieStore:
     def save(self) -> None:
         self.changed.clear()
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{COOKIE_FILE}.{os.getpid()}.tmp")
-        self.jar.save(temporary)  # aiohttp creates it 0600
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, self.path)
+        # A unique name: a periodic save still running in its thread may overlap the shutdown save.
+        handle, name = tempfile.mkstemp(prefix=f".{COOKIE_FILE}.", suffix=".tmp", dir=self.path.parent)
+        os.close(handle)  # mkstemp made it 0600; aiohttp rewrites it in place
+        temporary = Path(name)
+        try:
+            self.jar.save(temporary)
+            os.replace(temporary, self.path)
+        finally:
+            temporary.unlink(missing_ok=True)
 
     async def keep_saved(self, interval_s: float) -> None:
         """Save soon after a change (debounced), and every ``interval_s`` anyway."""

@@ -195,7 +195,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     llm = request.app[LLM]
     result = await llm.messages(resolved, body, memory, _client_headers(request))
     if body.get("stream") is True:
-        return await sse.anthropic_stream(request, llm.events(result, resolved.config.name))
+        return await sse.anthropic_stream(request, llm.events(result, resolved.config))
     return web.json_response(result)
 
 

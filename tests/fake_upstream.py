@@ -17,6 +17,9 @@ CHALLENGE_PAGE = (
     "<html><title>Error 1200</title><body>error code: 1200 - rate limited by Cloudflare</body></html>"
 )
 REPLY = ["Hello", " from", " upstream"]
+# Opaque to everyone but the upstream: must reach the client byte for byte (+, /, = and all).
+SIGNATURE = "EqQBCkYIBRgCIkB+x/9Zq3==sig/na+ture=="
+TOOL_INPUT = {"city": "Paris", "unit": "celsius"}
 
 
 @dataclass
@@ -52,6 +55,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/chat/completions", self.chat)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         return app
 
     @property
@@ -105,6 +109,29 @@ class FakeUpstream:
         if early is not None:
             return early
         model, created = body.get("model", "m"), int(time.time())
+        tool = body["tools"][0]["function"]["name"] if body.get("tools") else None
+        if not body.get("stream") and tool:
+            call = {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": tool, "arguments": json.dumps(TOOL_INPUT)},
+            }
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                            "finish_reason": "tool_calls",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+                }
+            )
         if not body.get("stream"):
             return web.json_response(
                 {
@@ -136,7 +163,18 @@ class FakeUpstream:
 
         events = [chunk({"role": "assistant", "content": ""})]
         events += [chunk({"content": piece}) for piece in REPLY]
-        events.append(chunk({}, "stop"))
+        if tool:
+            arguments = json.dumps(TOOL_INPUT)
+            start = {
+                "index": 0,
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": tool, "arguments": ""},
+            }
+            events.append(chunk({"tool_calls": [start]}))
+            for piece in (arguments[:10], arguments[10:]):
+                events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        events.append(chunk({}, "tool_calls" if tool else "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
             events.append(
@@ -156,12 +194,32 @@ class FakeUpstream:
         events.append(b"data: [DONE]\n\n")
         return await self._sse(request, events)
 
+    async def count_tokens(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._intercept(request)
+        if early is not None:
+            return early
+        return web.json_response({"input_tokens": 40 + len(json.dumps(body["messages"])) % 7})
+
     async def messages(self, request: web.Request) -> web.StreamResponse:
         body, early = await self._intercept(request)
         if early is not None:
             return early
         model = body.get("model", "claude")
-        usage = {"input_tokens": 5, "output_tokens": 3}
+        thinking = bool(body.get("thinking"))
+        tool = body["tools"][0]["name"] if body.get("tools") else None
+        usage = {
+            "input_tokens": 5,
+            "output_tokens": 3,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 4,
+        }
+        content: list[dict[str, Any]] = []
+        if thinking:
+            content.append({"type": "thinking", "thinking": "Let me think.", "signature": SIGNATURE})
+        content.append({"type": "text", "text": "".join(REPLY)})
+        if tool:
+            content.append({"type": "tool_use", "id": "toolu_1", "name": tool, "input": TOOL_INPUT})
+        stop_reason = "tool_use" if tool else "end_turn"
         if not body.get("stream"):
             return web.json_response(
                 {
@@ -169,8 +227,8 @@ class FakeUpstream:
                     "type": "message",
                     "role": "assistant",
                     "model": model,
-                    "content": [{"type": "text", "text": "".join(REPLY)}],
-                    "stop_reason": "end_turn",
+                    "content": content,
+                    "stop_reason": stop_reason,
                     "stop_sequence": None,
                     "usage": usage,
                 }
@@ -179,31 +237,51 @@ class FakeUpstream:
         def event(name: str, data: dict[str, Any]) -> bytes:
             return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
 
-        events = [
-            event(
-                "message_start",
-                {
-                    "message": {
-                        "id": "msg_fake",
-                        "type": "message",
-                        "role": "assistant",
-                        "model": model,
-                        "content": [],
-                        "stop_reason": None,
-                        "stop_sequence": None,
-                        "usage": {"input_tokens": 5, "output_tokens": 1},
-                    }
-                },
-            ),
-            event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
-            *[
-                event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
-                for piece in REPLY
-            ],
-            event("content_block_stop", {"index": 0}),
+        def delta(index: int, payload: dict[str, Any]) -> bytes:
+            return event("content_block_delta", {"index": index, "delta": payload})
+
+        start = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {**usage, "output_tokens": 1},
+        }
+        events = [event("message_start", {"message": start})]
+        index = 0
+        if thinking:
+            events += [
+                event(
+                    "content_block_start",
+                    {"index": index, "content_block": {"type": "thinking", "thinking": ""}},
+                ),
+                delta(index, {"type": "thinking_delta", "thinking": "Let me think."}),
+                delta(index, {"type": "signature_delta", "signature": SIGNATURE}),
+                event("content_block_stop", {"index": index}),
+            ]
+            index += 1
+        events.append(
+            event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
+        )
+        events += [delta(index, {"type": "text_delta", "text": piece}) for piece in REPLY]
+        events.append(event("content_block_stop", {"index": index}))
+        if tool:
+            index += 1
+            block = {"type": "tool_use", "id": "toolu_1", "name": tool, "input": {}}
+            arguments = json.dumps(TOOL_INPUT)
+            events += [
+                event("content_block_start", {"index": index, "content_block": block}),
+                delta(index, {"type": "input_json_delta", "partial_json": arguments[:10]}),
+                delta(index, {"type": "input_json_delta", "partial_json": arguments[10:]}),
+                event("content_block_stop", {"index": index}),
+            ]
+        events += [
             event(
                 "message_delta",
-                {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 3}},
+                {"delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": {"output_tokens": 3}},
             ),
             event("message_stop", {}),
         ]
