@@ -34,11 +34,11 @@ from litellm.exceptions import (
 from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
 
-from aiohttp_memproxy import errors
+from aiohttp_memproxy import errors, sse
 from aiohttp_memproxy.keys import LLM, SETTINGS, UPSTREAM
 from aiohttp_memproxy.models import ResolvedModel
 from aiohttp_memproxy.settings import ModelConfig, Settings
-from aiohttp_memproxy.transport import AiohttpTransport, PinnedHeaders, RetryPolicy
+from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, AiohttpTransport, PinnedHeaders, RetryPolicy
 
 log = structlog.get_logger()
 
@@ -222,6 +222,10 @@ class LLMClients:
         becomes our error.
         """
         translated = model.provider != "anthropic"
+        if isinstance(stream, dict):  # answered whole (mock_response): the client still gets events
+            for frame in sse.anthropic_message_events(stream):
+                yield frame
+            return
         try:
             async for data in stream:
                 frame = data if isinstance(data, bytes) else str(data).encode()
@@ -307,18 +311,30 @@ def _retry_after(exc: BaseException) -> dict[str, str]:
     return {}
 
 
-def _upstream_status(exc: BaseException) -> int | None:
-    """The upstream's own status: the deepest one in the exception chain (LiteLLM re-raises a 529 as 500)."""
-    found: int | None = None
+def _chain(exc: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
     seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            break
-        status = seen.response.status_code if isinstance(seen, httpx.HTTPStatusError) else None
-        status = status or getattr(seen, "status_code", None)
+    while seen is not None and len(found) < 16:
+        found.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return found
+
+
+def _upstream_status(exc: BaseException) -> int | None:
+    """The upstream's own status. LiteLLM re-raises some (a 529, an HTML 502) as 500, but keeps the response
+    headers, where our transport wrote the real one; else the deepest status in the exception chain."""
+    for error in _chain(exc):
+        for headers in (getattr(error, "litellm_response_headers", None), getattr(error, "headers", None)):
+            if headers:
+                value = {str(k).lower(): v for k, v in dict(headers).items()}.get(UPSTREAM_STATUS_HEADER)
+                if value and str(value).isdigit():
+                    return int(value)
+    found: int | None = None
+    for error in _chain(exc):
+        status = error.response.status_code if isinstance(error, httpx.HTTPStatusError) else None
+        status = status or getattr(error, "status_code", None)
         if isinstance(status, int):
             found = status
-        seen = seen.__cause__ or seen.__context__
     return found
 
 
@@ -335,6 +351,12 @@ def to_proxy_error(exc: BaseException, model: str) -> errors.ProxyError:
     original = getattr(exc, "original_exception", None)
     if isinstance(exc, MidStreamFallbackError) and isinstance(original, BaseException):
         return to_proxy_error(original, model)  # what broke the stream, not LiteLLM's wrapper
+    # Our transport's own errors are the truth about the connection, however LiteLLM wrapped them.
+    for error in _chain(exc):
+        if isinstance(error, httpx.TimeoutException):
+            return errors.UpstreamTimeout(f"{where}: the upstream timed out")
+        if isinstance(error, httpx.TransportError):
+            return errors.UpstreamUnreachable(f"{where}: the upstream could not be reached or broke off")
     match exc:
         case ContextWindowExceededError():
             return errors.InvalidRequest(
@@ -370,9 +392,11 @@ def to_proxy_error(exc: BaseException, model: str) -> errors.ProxyError:
             return errors.ServiceUnavailable(
                 f"{where}: the upstream is unavailable", headers=_retry_after(exc)
             )
-    return errors.UpstreamUnreachable(
-        f"{where}: the upstream failed (status {status or 'unknown'})", code="upstream_error"
-    )
+    if isinstance(status, int) and 500 <= status <= 599:  # the upstream's own server error, as it was
+        return errors.ProxyError(
+            f"{where}: the upstream failed (status {status})", status=status, code="upstream_error"
+        )
+    return errors.UpstreamUnreachable(f"{where}: the upstream failed", code="upstream_error")
 
 
 async def llm_clients(app: web.Application) -> AsyncIterator[None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -18,12 +19,55 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 DONE = b"data: [DONE]\n\n"
 
 
+def anthropic_event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+
+
+def anthropic_message_events(message: dict[str, Any]) -> list[bytes]:
+    """The event sequence of a whole Messages answer: for a stream request answered at once (LiteLLM's
+    ``mock_response`` does that), so the client still gets the protocol it asked for."""
+    usage = dict(message.get("usage") or {})
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}
+    events = [anthropic_event("message_start", {"message": start})]
+    for index, block in enumerate(message.get("content") or []):
+        kind = block.get("type")
+        empty: dict[str, Any]
+        deltas: list[dict[str, Any]]
+        if kind == "text":
+            empty, deltas = (
+                {"type": "text", "text": ""},
+                [{"type": "text_delta", "text": block.get("text", "")}],
+            )
+        elif kind == "thinking":
+            empty = {"type": "thinking", "thinking": ""}
+            deltas = [
+                {"type": "thinking_delta", "thinking": block.get("thinking", "")},
+                {"type": "signature_delta", "signature": block.get("signature", "")},
+            ]
+        elif kind == "tool_use":
+            empty = {**block, "input": {}}
+            deltas = [{"type": "input_json_delta", "partial_json": json.dumps(block.get("input", {}))}]
+        else:
+            empty, deltas = block, []
+        events.append(anthropic_event("content_block_start", {"index": index, "content_block": empty}))
+        events += [anthropic_event("content_block_delta", {"index": index, "delta": d}) for d in deltas]
+        events.append(anthropic_event("content_block_stop", {"index": index}))
+    stop = {"stop_reason": message.get("stop_reason"), "stop_sequence": message.get("stop_sequence")}
+    events.append(
+        anthropic_event(
+            "message_delta", {"delta": stop, "usage": {"output_tokens": usage.get("output_tokens", 0)}}
+        )
+    )
+    events.append(anthropic_event("message_stop", {}))
+    return events
+
+
 def openai_error_frame(error: ProxyError) -> bytes:
     return b"data: " + json.dumps(error.openai_body()).encode() + b"\n\n"
 
 
 def anthropic_error_frame(error: ProxyError) -> bytes:
-    return b"event: error\ndata: " + json.dumps(error.anthropic_body()).encode() + b"\n\n"
+    return anthropic_event("error", {"error": error.anthropic_body()["error"]})
 
 
 async def openai_stream(request: web.Request, chunks: AsyncGenerator[str, None]) -> web.StreamResponse:

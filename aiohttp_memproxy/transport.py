@@ -20,6 +20,9 @@ import structlog
 log = structlog.get_logger()
 
 RETRY_STATUSES = frozenset({429, 503})
+# Added to every response handed to httpx: LiteLLM re-raises some upstream statuses as 500 but keeps the
+# response headers, so llm.py can still tell the client the upstream's own status.
+UPSTREAM_STATUS_HEADER = "x-memproxy-upstream-status"
 
 # Most specific first: the first row whose class matches wins.
 EXCEPTION_TABLE: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -133,7 +136,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await asyncio.sleep(delay)
         return httpx.Response(
             status_code=response.status,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],
+            headers=[
+                *((k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers),
+                (UPSTREAM_STATUS_HEADER, str(response.status)),
+            ],
             stream=_ResponseStream(response, request),
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},

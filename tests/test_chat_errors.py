@@ -99,7 +99,8 @@ async def test_request_errors(
             "rate_limit_error",
             "rate_limit_exceeded",
         ),
-        (Scripted(500, {"error": {"message": "boom"}}), 502, "api_error", None),
+        (Scripted(500, {"error": {"message": "boom"}}), 500, "api_error", "upstream_error"),
+        (Scripted(502, "<html>bad gateway</html>"), 502, "api_error", "upstream_error"),
     ],
 )
 async def test_upstream_errors_map_to_statuses(

@@ -323,9 +323,10 @@ async def test_request_errors_in_anthropic_shape(
         ),
         (
             Scripted(500, {"type": "error", "error": {"type": "api_error", "message": "boom"}}),
-            502,
+            500,
             "api_error",
         ),
+        (Scripted(502, "<html>bad gateway</html>"), 502, "api_error"),
         (
             Scripted(529, {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}),
             503,
@@ -387,3 +388,27 @@ async def test_error_after_headers_is_an_error_event(
     assert_anthropic_error(events[-1][1], "api_error")
     assert "message_stop" not in [name for name, _ in events]
     assert CLEARANCE not in json.dumps(events)
+
+
+async def test_demo_model_speaks_messages_too(
+    app_client: AppClient, make_settings: Callable[..., Settings]
+) -> None:
+    client = await app_client(make_settings())
+    async with sdk(client) as claude:
+        message = await claude.messages.create(model="demo", max_tokens=10, messages=MESSAGES)  # type: ignore[arg-type]
+        assert message.content[0].text == "hi"  # type: ignore[union-attr]
+        async with claude.messages.stream(model="demo", max_tokens=10, messages=MESSAGES) as stream:  # type: ignore[arg-type]
+            final = await stream.get_final_message()
+        assert final.content[0].text == "hi"  # type: ignore[union-attr]
+        assert final.stop_reason == "end_turn"
+
+
+async def test_claude_code_dated_ids_resolve(
+    app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
+) -> None:
+    fake, _ = upstream
+    client = await app_client(gateway_settings())
+    body = {"model": "claude-up-20250929", "max_tokens": 5, "messages": MESSAGES}
+    response = await client.post("/v1/messages?beta=true", json=body, headers=CLAUDE_CODE_HEADERS)
+    assert response.status == 200
+    assert fake.seen[-1].body["model"] == "claude-up"
