@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import TextIO
 
 import structlog
-from aiohttp import web
 
 from aiohttp_memproxy import __version__, logs
 from aiohttp_memproxy.settings import ConfigError, Settings, exposure_problems, load_settings
@@ -95,7 +95,7 @@ def serve(args: argparse.Namespace, config: str) -> int:
 
 
 def _run(settings: Settings) -> int:
-    from aiohttp_memproxy.app import create_app  # imported here so `check` stays light
+    from aiohttp_memproxy import service  # imported here so `check` stays light (no litellm)
 
     proxy = settings.proxy
     log.info(
@@ -107,14 +107,7 @@ def _run(settings: Settings) -> int:
         state_dir=str(proxy.state_dir),
         models=len(settings.models),
     )
-    web.run_app(
-        create_app(settings),
-        host=proxy.host,
-        port=proxy.port,
-        print=None,
-        access_log=None,  # the canonical request line replaces the access log
-        shutdown_timeout=proxy.drain_timeout_s,
-    )
+    asyncio.run(service.serve(settings))
     log.info("stopped")
     return 0
 

@@ -197,3 +197,15 @@ async def post(client: TestClient[web.Request, web.Application], body: Any, **kw
 
 def sse_frames(text: str) -> list[str]:
     return [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]
+
+
+SECRET_VARIABLES = ("MEMPROXY_MASTER_KEY", "ANTHROPIC_API_KEY", "SUPERMEMORY_API_KEY", "OPENAI_API_KEY")
+
+
+@pytest.fixture
+def child_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES and k != "MEMPROXY_CONFIG"}
+    env.update({"HOME": str(tmp_path), "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    env.pop("STATE_DIRECTORY", None)
+    env.pop("XDG_STATE_HOME", None)
+    return env

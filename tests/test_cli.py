@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -18,17 +17,6 @@ import pytest
 from tests.conftest import REPO, SHIPPED_CONFIG, base_config
 
 pytestmark = pytest.mark.subprocess
-
-SECRET_VARIABLES = ("MEMPROXY_MASTER_KEY", "ANTHROPIC_API_KEY", "SUPERMEMORY_API_KEY", "OPENAI_API_KEY")
-
-
-@pytest.fixture
-def child_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES and k != "MEMPROXY_CONFIG"}
-    env.update({"HOME": str(tmp_path), "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
-    env.pop("STATE_DIRECTORY", None)
-    env.pop("XDG_STATE_HOME", None)
-    return env
 
 
 def memproxy(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

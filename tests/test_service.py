@@ -1,0 +1,146 @@
+"""The real CLI as a child process, as systemd runs it: readiness on NOTIFY_SOCKET, a graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from aiohttp_memproxy.service import sd_notify
+from tests.conftest import MESSAGES, base_config
+from tests.fake_upstream import CLEARANCE, FakeUpstream
+from tests.test_cli import free_port, wait_ready
+
+pytestmark = pytest.mark.subprocess
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(30)
+    try:
+        yield sock, path
+    finally:
+        sock.close()
+
+
+def start(config: Path, port: int, state: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiohttp_memproxy",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state),
+            "--log-format",
+            "json",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_sd_notify_is_a_no_op_without_systemd() -> None:
+    assert sd_notify("READY=1", environ={}) is False
+
+
+def test_sd_notify_abstract_namespace(tmp_path: Path) -> None:
+    name = f"memproxy-test-{tmp_path.name}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        assert sd_notify("READY=1", "STATUS=x", environ={"NOTIFY_SOCKET": "@" + name})
+        assert sock.recv(4096) == b"READY=1\nSTATUS=x"
+
+
+async def test_ready_and_stopping_reach_notify_socket(
+    notify_socket: tuple[socket.socket, str],
+    child_env: dict[str, str],
+    write_config: Callable[[dict[str, Any] | str], Path],
+    tmp_path: Path,
+) -> None:
+    sock, path = notify_socket
+    port = free_port()
+    process = start(
+        write_config(base_config()), port, tmp_path / "state", {**child_env, "NOTIFY_SOCKET": path}
+    )
+    try:
+        ready = (await asyncio.to_thread(sock.recv, 4096)).decode().split("\n")
+        assert "READY=1" in ready
+        assert f"MAINPID={process.pid}" in ready
+        # READY means listening: the very next request is served.
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/health") as response,
+        ):
+            assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        stopping = (await asyncio.to_thread(sock.recv, 4096)).decode().split("\n")
+        assert "STOPPING=1" in stopping
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+async def test_sigterm_drains_a_slow_stream_and_saves_the_jar(
+    aiohttp_server: Any,
+    child_env: dict[str, str],
+    write_config: Callable[[dict[str, Any] | str], Path],
+    tmp_path: Path,
+) -> None:
+    fake = FakeUpstream(gate=True, chunk_delay_s=0.4)
+    server = await aiohttp_server(fake.app())
+    url = str(server.make_url("")).rstrip("/")
+    config = write_config(
+        base_config(
+            model_list=[
+                {
+                    "model_name": "slow",
+                    "litellm_params": {"model": "openai/slow", "api_base": f"{url}/v1", "api_key": "k"},
+                }
+            ],
+            memproxy={"drain_timeout_s": 20, "retry_base_delay_s": 0},
+        )
+    )
+    port, state = free_port(), tmp_path / "state"
+    process = start(config, port, state, child_env)
+    try:
+        await wait_ready(port)
+        body = {"model": "slow", "messages": MESSAGES, "stream": True}
+        chat = f"http://127.0.0.1:{port}/v1/chat/completions"
+        async with aiohttp.ClientSession() as session, session.post(chat, json=body) as response:
+            assert response.status == 200
+            first = await response.content.readline()
+            assert first.startswith(b"data: ")
+            process.send_signal(signal.SIGTERM)  # mid-stream
+            rest = (await response.content.read()).decode()
+        frames = [line for line in rest.split("\n\n") if line.startswith("data: ")]
+        assert frames[-1] == "data: [DONE]"
+        assert await asyncio.to_thread(process.wait, 30) == 0
+        saved = json.loads((state / "cookies.json").read_text())
+        assert any(CLEARANCE in cookies for cookies in saved.values())
+        assert fake.challenges == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+        output, _ = process.communicate()
+    assert '"event": "stopping"' in output
