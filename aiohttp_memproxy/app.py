@@ -7,8 +7,9 @@ import time
 from aiohttp import web
 
 from aiohttp_memproxy import middlewares
-from aiohttp_memproxy.keys import MODELS, ROUTER, SETTINGS, STARTED_AT
+from aiohttp_memproxy.keys import METRICS, MODELS, ROUTER, SETTINGS, STARTED_AT
 from aiohttp_memproxy.llm import llm_clients
+from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.models import ModelTable
 from aiohttp_memproxy.routing import MemoryRouter
 from aiohttp_memproxy.settings import Settings
@@ -27,6 +28,7 @@ def create_app(settings: Settings) -> web.Application:
     app[MODELS] = ModelTable(settings.models, settings.aliases)
     app[ROUTER] = MemoryRouter(settings.routing)
     app[STARTED_AT] = time.monotonic()
+    app[METRICS] = Metrics()
     # Dependency order: the session (and its jar) first, then the LiteLLM clients that borrow it.
     app.cleanup_ctx.extend([upstream_session, llm_clients])
     app.on_response_prepare.append(middlewares.echo_request_id)

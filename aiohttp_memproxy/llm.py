@@ -35,7 +35,7 @@ from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
 
 from aiohttp_memproxy import errors, sse
-from aiohttp_memproxy.keys import LLM, SETTINGS, UPSTREAM
+from aiohttp_memproxy.keys import LLM, METRICS, SETTINGS, UPSTREAM
 from aiohttp_memproxy.models import ResolvedModel
 from aiohttp_memproxy.settings import ModelConfig, Settings
 from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, AiohttpTransport, PinnedHeaders, RetryPolicy
@@ -405,6 +405,7 @@ async def llm_clients(app: web.Application) -> AsyncIterator[None]:
     transport = AiohttpTransport(
         app[UPSTREAM],
         RetryPolicy(proxy.retry_attempts, proxy.retry_base_delay_s, proxy.retry_after_max_s),
+        app[METRICS],
     )
     clients = LLMClients(app[SETTINGS], transport)
     app[LLM] = clients

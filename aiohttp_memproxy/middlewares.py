@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from aiohttp_memproxy.errors import AuthenticationFailed, Dialect, ProxyError
-from aiohttp_memproxy.keys import DIALECT, REQUEST_ID, SETTINGS
+from aiohttp_memproxy.keys import DIALECT, METRICS, REQUEST_ID, REQUEST_STARTED, SETTINGS
 
 log = structlog.get_logger()
 
@@ -27,7 +27,14 @@ ANTHROPIC_PREFIXES = ("/v1/messages", "/messages", "/api/event_logging")
 MODEL_LIST_PATHS = ("/v1/models", "/models")
 # Reachable without the master key; they show no secret.
 PUBLIC_PATHS = frozenset(
-    {"/health", "/health/liveliness", "/health/liveness", "/health/readiness", "/memory-routing/info"}
+    {
+        "/health",
+        "/health/liveliness",
+        "/health/liveness",
+        "/health/readiness",
+        "/memory-routing/info",
+        "/metrics",
+    }
 )
 KEY_HEADERS = ("x-api-key", "x-litellm-api-key", "api-key")
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away", used in the log line only
@@ -54,13 +61,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request[REQUEST_ID] = request_id
     request[DIALECT] = dialect_of(request)
     resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(
-        request_id=request_id,
-        method=request.method,
-        route=resource.canonical if resource is not None else "unmatched",
-    )
-    started = time.perf_counter()
+    structlog.contextvars.bind_contextvars(request_id=request_id, method=request.method, route=route)
+    started = request[REQUEST_STARTED] = time.perf_counter()
+    metrics = request.app[METRICS]
+    metrics.in_flight.inc()
     status = 500
     try:
         response = await handler(request)
@@ -73,7 +79,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         status = CLIENT_CLOSED
         raise
     finally:
-        log.info("request", status=status, ms=round((time.perf_counter() - started) * 1000, 1))
+        elapsed = time.perf_counter() - started
+        metrics.in_flight.dec()
+        model = structlog.contextvars.get_contextvars().get("model", "")
+        metrics.requests.labels(route, model, str(status)).inc()
+        metrics.latency.labels(route).observe(elapsed)
+        log.info("request", status=status, ms=round(elapsed * 1000, 1))
 
 
 async def echo_request_id(request: web.BaseRequest, response: web.StreamResponse) -> None:

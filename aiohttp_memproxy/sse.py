@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from aiohttp_memproxy.errors import ProxyError
+from aiohttp_memproxy.keys import METRICS, REQUEST_STARTED
 
 log = structlog.get_logger()
 
@@ -101,10 +103,15 @@ async def relay(
         await source.aclose()
         raise
     response = web.StreamResponse(headers=SSE_HEADERS)
+    metrics = request.app[METRICS]
+    metrics.streams.inc()
     try:
         await response.prepare(request)
         if first is not None:
             await response.write(first)
+        metrics.first_byte.labels(request.match_info.route.resource.canonical).observe(  # type: ignore[union-attr]
+            time.perf_counter() - request[REQUEST_STARTED]
+        )
         async for frame in frames:
             await response.write(frame)
         if trailer:
@@ -125,5 +132,6 @@ async def relay(
         except ConnectionResetError:
             log.info("client_disconnected")
     finally:
+        metrics.streams.dec()
         await source.aclose()
     return response

@@ -17,6 +17,8 @@ import aiohttp
 import httpx
 import structlog
 
+from aiohttp_memproxy.metrics import Metrics
+
 log = structlog.get_logger()
 
 RETRY_STATUSES = frozenset({429, 503})
@@ -99,9 +101,10 @@ class _ResponseStream(httpx.AsyncByteStream):
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    def __init__(self, session: aiohttp.ClientSession, retry: RetryPolicy) -> None:
+    def __init__(self, session: aiohttp.ClientSession, retry: RetryPolicy, metrics: Metrics) -> None:
         self._session = session
         self._retry = retry
+        self._metrics = metrics
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -114,12 +117,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         while True:
             attempts += 1
             response = await self._send(request, body)
+            self._metrics.upstream_attempts.inc()
             structlog.contextvars.bind_contextvars(attempts=attempts)
             if response.status not in RETRY_STATUSES or not replayable:
                 break
             challenge = is_challenge(response)
             sets_cookie = "Set-Cookie" in response.headers
             if challenge:
+                self._metrics.challenges.inc()
                 log.info("upstream_challenge", status=response.status, sets_cookie=sets_cookie)
             if sets_cookie and not immediate_used:
                 immediate_used, delay = True, 0.0  # the jar now has what the gate asked for
@@ -132,6 +137,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             else:
                 break
             log.info("upstream_retry", status=response.status, attempt=attempts, delay_s=round(delay, 3))
+            self._metrics.upstream_retries.labels(str(response.status)).inc()
             response.release()
             await asyncio.sleep(delay)
         return httpx.Response(

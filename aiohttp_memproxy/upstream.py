@@ -21,7 +21,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from aiohttp_memproxy.keys import COOKIES, SETTINGS, UPSTREAM
+from aiohttp_memproxy.keys import COOKIES, METRICS, SETTINGS, UPSTREAM
 
 log = structlog.get_logger()
 
@@ -105,6 +105,7 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
     )
     app[UPSTREAM] = session
     app[COOKIES] = store
+    app[METRICS].count_cookies(lambda: len(jar))
     saver = asyncio.create_task(store.keep_saved(proxy.cookie_save_interval_s))
     try:
         yield

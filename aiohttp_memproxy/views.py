@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+import prometheus_client
 import structlog
 from aiohttp import web
 
 from aiohttp_memproxy import __version__, sse
 from aiohttp_memproxy.errors import InvalidRequest
-from aiohttp_memproxy.keys import COOKIES, DIALECT, LLM, MODELS, ROUTER, SETTINGS, STARTED_AT
+from aiohttp_memproxy.keys import COOKIES, DIALECT, LLM, METRICS, MODELS, ROUTER, SETTINGS, STARTED_AT
 from aiohttp_memproxy.models import ResolvedModel
 from aiohttp_memproxy.settings import ModelConfig
 
@@ -62,6 +63,12 @@ async def readiness(request: web.Request) -> web.Response:
             "memproxy_version": __version__,
         }
     )
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = prometheus_client.generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
 
 
 @routes.get("/memory-routing/info")
