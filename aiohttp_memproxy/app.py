@@ -7,11 +7,9 @@ import time
 from aiohttp import web
 
 from aiohttp_memproxy import middlewares
-from aiohttp_memproxy.keys import METRICS, MODELS, ROUTER, SETTINGS, STARTED_AT
-from aiohttp_memproxy.llm import llm_clients
+from aiohttp_memproxy.keys import METRICS, SETTINGS, STARTED_AT
 from aiohttp_memproxy.metrics import Metrics
-from aiohttp_memproxy.models import ModelTable
-from aiohttp_memproxy.routing import MemoryRouter
+from aiohttp_memproxy.runtime import runtimes
 from aiohttp_memproxy.settings import Settings
 from aiohttp_memproxy.upstream import upstream_session
 from aiohttp_memproxy.views import routes
@@ -25,12 +23,10 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[middlewares.request_context, middlewares.render_errors, middlewares.authenticate],
     )
     app[SETTINGS] = settings
-    app[MODELS] = ModelTable(settings.models, settings.aliases)
-    app[ROUTER] = MemoryRouter(settings.routing)
     app[STARTED_AT] = time.monotonic()
     app[METRICS] = Metrics()
-    # Dependency order: the session (and its jar) first, then the LiteLLM clients that borrow it.
-    app.cleanup_ctx.extend([upstream_session, llm_clients])
+    # Dependency order: the session (and its jar) first, then the runtime whose LiteLLM clients borrow it.
+    app.cleanup_ctx.extend([upstream_session, runtimes])
     app.on_response_prepare.append(middlewares.echo_request_id)
     app.add_routes(routes)
     return app

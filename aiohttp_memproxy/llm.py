@@ -15,14 +15,13 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import httpx
 import litellm
 import openai
 import structlog
-from aiohttp import web
 from litellm.anthropic_interface import messages as anthropic_messages
 from litellm.exceptions import (
     APIConnectionError,
@@ -35,10 +34,9 @@ from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
 
 from aiohttp_memproxy import errors, sse
-from aiohttp_memproxy.keys import LLM, METRICS, SETTINGS, UPSTREAM
 from aiohttp_memproxy.models import ResolvedModel
 from aiohttp_memproxy.settings import ModelConfig, Settings
-from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, AiohttpTransport, PinnedHeaders, RetryPolicy
+from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, AiohttpTransport, PinnedHeaders
 
 log = structlog.get_logger()
 
@@ -99,6 +97,7 @@ class LLMClients:
         self._openai: dict[tuple[str | None, str], openai.AsyncOpenAI] = {}
         self._pinned: OrderedDict[tuple[tuple[str, str], ...], AsyncHTTPHandler] = OrderedDict()
         self._retired: list[AsyncHTTPHandler] = []
+        self.closed = False
         for model in settings.models:
             if not model.enabled or "mock_response" in model.params:
                 continue
@@ -291,6 +290,7 @@ class LLMClients:
             await stream.aclose()
 
     async def aclose(self) -> None:
+        self.closed = True
         for handler in (self._http_handler, *self._pinned.values(), *self._retired):
             await handler.close()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
         await asyncio.gather(*(client.close() for client in self._openai.values()))
@@ -397,19 +397,3 @@ def to_proxy_error(exc: BaseException, model: str) -> errors.ProxyError:
             f"{where}: the upstream failed (status {status})", status=status, code="upstream_error"
         )
     return errors.UpstreamUnreachable(f"{where}: the upstream failed", code="upstream_error")
-
-
-async def llm_clients(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: needs UPSTREAM; borrows it through the transport."""
-    proxy = app[SETTINGS].proxy
-    transport = AiohttpTransport(
-        app[UPSTREAM],
-        RetryPolicy(proxy.retry_attempts, proxy.retry_base_delay_s, proxy.retry_after_max_s),
-        app[METRICS],
-    )
-    clients = LLMClients(app[SETTINGS], transport)
-    app[LLM] = clients
-    try:
-        yield
-    finally:
-        await clients.aclose()

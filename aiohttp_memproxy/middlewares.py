@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from aiohttp_memproxy.errors import AuthenticationFailed, Dialect, ProxyError
-from aiohttp_memproxy.keys import DIALECT, METRICS, REQUEST_ID, REQUEST_STARTED, SETTINGS
+from aiohttp_memproxy.keys import DIALECT, METRICS, REQUEST_ID, REQUEST_STARTED, RUNTIME, RUNTIMES, SETTINGS
 
 log = structlog.get_logger()
 
@@ -67,6 +67,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     started = request[REQUEST_STARTED] = time.perf_counter()
     metrics = request.app[METRICS]
     metrics.in_flight.inc()
+    runtimes = request.app[RUNTIMES]
+    runtime = request[RUNTIME] = runtimes.acquire()
     status = 500
     try:
         response = await handler(request)
@@ -80,6 +82,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         raise
     finally:
         elapsed = time.perf_counter() - started
+        runtimes.release(runtime)
         metrics.in_flight.dec()
         model = structlog.contextvars.get_contextvars().get("model", "")
         metrics.requests.labels(route, model, str(status)).inc()
@@ -132,7 +135,7 @@ def presented_keys(request: web.Request) -> list[str]:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    master_key = request.app[SETTINGS].master_key
+    master_key = request[RUNTIME].settings.master_key
     if master_key is None or request.path in PUBLIC_PATHS:
         return await handler(request)
     presented = presented_keys(request)

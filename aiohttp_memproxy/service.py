@@ -1,4 +1,4 @@
-"""Running as a service: listen, tell systemd (the NOTIFY_SOCKET datagram protocol), drain on SIGTERM/SIGINT.
+"""Running as a service: listen, tell systemd (NOTIFY_SOCKET), reload on SIGHUP, drain on SIGTERM/SIGINT.
 
 ``sd_notify`` follows sd_notify(3): one datagram of newline-separated ``KEY=VALUE`` to the AF_UNIX socket
 named by ``$NOTIFY_SOCKET`` (``@`` means the abstract namespace); a no-op without it. Shutdown is
@@ -12,12 +12,14 @@ import asyncio
 import os
 import signal
 import socket
+import time
 from collections.abc import Mapping
 
 import structlog
 from aiohttp import web
 
 from aiohttp_memproxy.app import create_app
+from aiohttp_memproxy.keys import RUNTIMES
 from aiohttp_memproxy.settings import Settings
 
 log = structlog.get_logger()
@@ -36,9 +38,17 @@ def sd_notify(*states: str, environ: Mapping[str, str] = os.environ) -> bool:
     return True
 
 
+def reload(app: web.Application) -> None:
+    """SIGHUP: RELOADING=1, re-read the config (kept as it was if invalid), READY=1."""
+    sd_notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+    app[RUNTIMES].reload(app)
+    sd_notify("READY=1", "STATUS=serving")
+
+
 async def serve(settings: Settings) -> None:
     proxy = settings.proxy
-    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=proxy.drain_timeout_s)
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=proxy.drain_timeout_s)
     await runner.setup()
     try:
         site = web.TCPSite(runner, proxy.host, proxy.port)
@@ -49,6 +59,7 @@ async def serve(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload, app)
         await stop.wait()
         sd_notify("STOPPING=1", "STATUS=draining")
         log.info("stopping", drain_timeout_s=proxy.drain_timeout_s)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from aiohttp_memproxy import __version__, sse
 from aiohttp_memproxy.errors import InvalidRequest
-from aiohttp_memproxy.keys import COOKIES, DIALECT, LLM, METRICS, MODELS, ROUTER, SETTINGS, STARTED_AT
+from aiohttp_memproxy.keys import COOKIES, DIALECT, METRICS, RUNTIME, STARTED_AT
 from aiohttp_memproxy.models import ResolvedModel
 from aiohttp_memproxy.settings import ModelConfig
 
@@ -25,7 +25,7 @@ ANTHROPIC_PAGE_DEFAULT, ANTHROPIC_PAGE_MAX = 20, 1000
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
-    settings, models = request.app[SETTINGS], request.app[MODELS]
+    settings, models = request[RUNTIME].settings, request[RUNTIME].models
     return web.json_response(
         {
             "status": "ok",
@@ -73,14 +73,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/memory-routing/info")
 async def memory_routing_info(request: web.Request) -> web.Response:
-    return web.json_response(request.app[ROUTER].routing_info(request.headers))
+    return web.json_response(request[RUNTIME].router.routing_info(request.headers))
 
 
 @routes.get("/v1/models")
 @routes.get("/models")
 async def list_models(request: web.Request) -> web.Response:
-    listed = request.app[MODELS].listing()
-    created = request.app[SETTINGS].loaded_at
+    listed = request[RUNTIME].models.listing()
+    created = request[RUNTIME].settings.loaded_at
     if request[DIALECT] == "anthropic":
         return web.json_response(_anthropic_page(request, listed, created))
     return web.json_response(
@@ -162,11 +162,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await json_object(request)
     _require(body, "model", str, "a non-empty string")
     _require(body, "messages", list, "a non-empty array")
-    resolved = request.app[MODELS].resolve(body["model"])
-    router = request.app[ROUTER]
+    resolved = request[RUNTIME].models.resolve(body["model"])
+    router = request[RUNTIME].router
     decision = router.decide(request.headers)
     structlog.contextvars.bind_contextvars(model=resolved.config.name, user_id=decision.user_id)
-    llm = request.app[LLM]
+    llm = request[RUNTIME].llm
     result = await llm.chat(resolved, body, router.memory_headers(resolved.config, decision))
     if body.get("stream") is True:
         return await sse.openai_stream(request, llm.chunks(result, resolved.config.name))
@@ -185,8 +185,8 @@ async def _messages_request(request: web.Request) -> tuple[dict[str, Any], Resol
     body = await json_object(request)
     _require(body, "model", str, "a non-empty string")
     _require(body, "messages", list, "a non-empty array")
-    resolved = request.app[MODELS].resolve(body["model"])
-    router = request.app[ROUTER]
+    resolved = request[RUNTIME].models.resolve(body["model"])
+    router = request[RUNTIME].router
     decision = router.decide(request.headers)
     structlog.contextvars.bind_contextvars(model=resolved.config.name, user_id=decision.user_id)
     return body, resolved, router.memory_headers(resolved.config, decision)
@@ -199,7 +199,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequest("max_tokens: expected a positive integer", param="max_tokens")
-    llm = request.app[LLM]
+    llm = request[RUNTIME].llm
     result = await llm.messages(resolved, body, memory, _client_headers(request))
     if body.get("stream") is True:
         return await sse.anthropic_stream(request, llm.events(result, resolved.config))
@@ -210,7 +210,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
 @routes.post("/messages/count_tokens")
 async def count_tokens(request: web.Request) -> web.Response:
     body, resolved, memory = await _messages_request(request)
-    counted = await request.app[LLM].count_tokens(resolved, body, memory, _client_headers(request))
+    counted = await request[RUNTIME].llm.count_tokens(resolved, body, memory, _client_headers(request))
     return web.json_response(counted)
 
 

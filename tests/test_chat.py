@@ -11,7 +11,9 @@ from pathlib import Path
 
 import openai
 import pytest
+import yaml
 
+from aiohttp_memproxy.keys import RUNTIMES
 from aiohttp_memproxy.settings import Settings
 from tests.conftest import (
     FAMILIES,
@@ -20,6 +22,7 @@ from tests.conftest import (
     UPSTREAM_KEY,
     AppClient,
     LogLines,
+    base_config,
     post,
     sse_frames,
 )
@@ -231,3 +234,29 @@ async def test_jar_saved_soon_after_a_change_while_running(
         await asyncio.sleep(0.1)
     assert CLEARANCE in jar_file.read_text()
     assert (await client.get("/health")).status == 200  # still serving: not the shutdown save
+
+
+async def test_reload_lets_requests_in_flight_finish_on_the_old_config(
+    app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
+) -> None:
+    fake, _ = upstream
+    fake.chunk_delay_s = 0.2
+    settings = gateway_settings()
+    client = await app_client(settings)
+    app = client.server.app
+    assert app is not None
+    response = await post(client, {"model": "gpt-up", "messages": MESSAGES, "stream": True})
+    assert response.status == 200
+    await response.content.readline()
+    old = app[RUNTIMES].current
+    settings.source.write_text(yaml.safe_dump(base_config()))  # gpt-up is gone from the file
+    assert app[RUNTIMES].reload(app)
+    rest = (await response.text()).split("\n\n")
+    assert "data: [DONE]" in rest  # finished on the config it started with
+    assert (await post(client, {"model": "gpt-up", "messages": MESSAGES})).status == 404
+    for _ in range(100):  # the old clients are closed once the old config's last request is done
+        if old.llm.closed:
+            break
+        await asyncio.sleep(0.05)
+    assert old.llm.closed
+    assert not app[RUNTIMES].current.llm.closed

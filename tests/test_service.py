@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from aiohttp_memproxy.service import sd_notify
 from tests.conftest import MESSAGES, base_config
@@ -144,3 +145,58 @@ async def test_sigterm_drains_a_slow_stream_and_saves_the_jar(
             process.kill()
         output, _ = process.communicate()
     assert '"event": "stopping"' in output
+
+
+async def test_sighup_reloads_a_valid_config_and_keeps_the_old_on_error(
+    notify_socket: tuple[socket.socket, str],
+    child_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    sock, path = notify_socket
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(base_config()))
+    port = free_port()
+    process = start(config, port, tmp_path / "state", {**child_env, "NOTIFY_SOCKET": path})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert "READY=1" in (await asyncio.to_thread(sock.recv, 4096)).decode()
+        async with aiohttp.ClientSession() as session:
+
+            async def model_ids() -> list[str]:
+                async with session.get(f"{base}/v1/models") as response:
+                    return [m["id"] for m in (await response.json())["data"]]
+
+            async def digest() -> str:
+                async with session.get(f"{base}/health") as response:
+                    return str((await response.json())["config"]["sha256"])
+
+            assert await model_ids() == ["demo"]
+            first_digest = await digest()
+            added = base_config()
+            added["model_list"].append(
+                {"model_name": "second", "litellm_params": {"model": "openai/x", "mock_response": "2"}}
+            )
+            config.write_text(yaml.safe_dump(added))
+            process.send_signal(signal.SIGHUP)
+            assert (await asyncio.to_thread(sock.recv, 4096)).decode().startswith("RELOADING=1")
+            assert "READY=1" in (await asyncio.to_thread(sock.recv, 4096)).decode()
+            assert await model_ids() == ["demo", "second"]
+            assert await digest() != first_digest
+
+            config.write_text("model_list: [{model_name: broken}]\n")
+            process.send_signal(signal.SIGHUP)
+            assert (await asyncio.to_thread(sock.recv, 4096)).decode().startswith("RELOADING=1")
+            assert "READY=1" in (await asyncio.to_thread(sock.recv, 4096)).decode()
+            assert await model_ids() == ["demo", "second"]  # the old config keeps serving
+            async with session.get(f"{base}/metrics") as response:
+                metrics = await response.text()
+            assert 'memproxy_config_reloads_total{outcome="ok"} 1.0' in metrics
+            assert 'memproxy_config_reloads_total{outcome="error"} 1.0' in metrics
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        output, _ = process.communicate()
+    errors = [json.loads(line) for line in output.splitlines() if '"config_reload_error"' in line]
+    assert [e["error"] for e in errors] == ["model_list[0].litellm_params: required"]

@@ -1,0 +1,120 @@
+"""What a request runs against (settings, models, memory router, LLM clients), and swapping it on reload.
+
+A request takes the current Runtime when it arrives and keeps it to the end, streams included, so a
+reload never changes a request in flight. A reload validates the new file fully first; on any error the old
+Runtime keeps serving and every error is logged. The replaced Runtime's clients are closed once its last
+request is done. The ``memproxy:`` section belongs to the process (listening address, state dir, body limit,
+upstream pool, timeouts and retries, with their command-line overrides): it changes at a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+import structlog
+from aiohttp import web
+
+from aiohttp_memproxy.keys import METRICS, RUNTIMES, SETTINGS, UPSTREAM
+from aiohttp_memproxy.llm import LLMClients
+from aiohttp_memproxy.models import ModelTable
+from aiohttp_memproxy.routing import MemoryRouter
+from aiohttp_memproxy.settings import ConfigError, Settings, load_settings
+from aiohttp_memproxy.transport import AiohttpTransport, RetryPolicy
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    models: ModelTable
+    router: MemoryRouter
+    llm: LLMClients
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def build(cls, settings: Settings, transport: AiohttpTransport) -> Runtime:
+        return cls(
+            settings=settings,
+            models=ModelTable(settings.models, settings.aliases),
+            router=MemoryRouter(settings.routing),
+            llm=LLMClients(settings, transport),
+        )
+
+
+class Runtimes:
+    """Holds the current Runtime; the middleware acquires and releases it around each request."""
+
+    def __init__(self, first: Runtime, transport: AiohttpTransport) -> None:
+        self.current = first
+        self._transport = transport
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def acquire(self) -> Runtime:
+        runtime = self.current
+        runtime.in_flight += 1
+        runtime.idle.clear()
+        return runtime
+
+    @staticmethod
+    def release(runtime: Runtime) -> None:
+        runtime.in_flight -= 1
+        if runtime.in_flight == 0:
+            runtime.idle.set()
+
+    def reload(self, app: web.Application) -> bool:
+        """Re-read the config file and swap it in. A bad file is logged, never raised: the old one serves."""
+        old = self.current
+        try:
+            settings = load_settings(old.settings.source, os.environ)
+        except ConfigError as exc:
+            for error in exc.errors:
+                log.error("config_reload_error", path=exc.source, error=error)
+            app[METRICS].reloads.labels("error").inc()
+            return False
+        # memproxy: belongs to the process (with its command-line overrides): it changes at a restart.
+        settings = replace(settings, proxy=app[SETTINGS].proxy)
+        for warning in settings.warnings:
+            log.warning(warning.event, **warning.fields)
+        self.current = Runtime.build(settings, self._transport)
+        app[METRICS].reloads.labels("ok").inc()
+        log.info("config_reloaded", sha256=settings.digest, models=len(settings.models))
+        task = asyncio.create_task(self._retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        return True
+
+    @staticmethod
+    async def _retire(runtime: Runtime) -> None:
+        if runtime.in_flight:
+            await runtime.idle.wait()
+        await runtime.llm.aclose()
+
+    async def aclose(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.current.llm.aclose()
+
+
+async def runtimes(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: needs UPSTREAM; the LLM clients borrow it through one transport."""
+    settings = app[SETTINGS]
+    proxy = settings.proxy
+    transport = AiohttpTransport(
+        app[UPSTREAM],
+        RetryPolicy(proxy.retry_attempts, proxy.retry_base_delay_s, proxy.retry_after_max_s),
+        app[METRICS],
+    )
+    holder = Runtimes(Runtime.build(settings, transport), transport)
+    app[RUNTIMES] = holder
+    try:
+        yield
+    finally:
+        await holder.aclose()
