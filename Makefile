@@ -6,7 +6,12 @@ CONFIG ?= conf/config.yaml
 # No network probe for LiteLLM's price map: tests, runs and benchmarks stay on loopback.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test lint check clean
+.PHONY: run test lint check clean install-service install-user-service verify-units
+
+PREFIX ?= /opt/aiohttp-memproxy
+USER_PREFIX ?= $(HOME)/.local/share/aiohttp-memproxy/venv
+USER_CONFIG ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/aiohttp-memproxy
+USER_UNITS ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/systemd/user
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +40,45 @@ lint: $(VENV)/.installed-dev
 check: $(VENV)/.installed
 	$(BIN)/memproxy check --config $(CONFIG)
 
+# System service (as root): a venv in $(PREFIX), the unit, /etc/aiohttp-memproxy/{config.yaml,env.example}.
+# An existing config.yaml or env is never overwritten.
+install-service:
+	$(PYTHON) -m venv $(PREFIX)
+	$(PREFIX)/bin/python -m pip install --quiet --upgrade pip
+	$(PREFIX)/bin/python -m pip install --quiet .
+	install -D -m 0644 README.md $(PREFIX)/README.md
+	install -D -m 0644 systemd/aiohttp-memproxy.service /etc/systemd/system/aiohttp-memproxy.service
+	install -d -m 0755 /etc/aiohttp-memproxy
+	[ -e /etc/aiohttp-memproxy/config.yaml ] || install -m 0644 conf/config.yaml /etc/aiohttp-memproxy/config.yaml
+	install -m 0644 conf/memproxy.env.example /etc/aiohttp-memproxy/env.example
+	systemctl daemon-reload
+	@echo "Keys: cp /etc/aiohttp-memproxy/env.example /etc/aiohttp-memproxy/env; chmod 600 it; fill it in."
+	@echo "Then: systemctl enable --now aiohttp-memproxy"
+
+# User service, for an IDE user's workstation: no root needed.
+install-user-service:
+	$(PYTHON) -m venv $(USER_PREFIX)
+	$(USER_PREFIX)/bin/python -m pip install --quiet --upgrade pip
+	$(USER_PREFIX)/bin/python -m pip install --quiet .
+	install -D -m 0644 systemd/aiohttp-memproxy-user.service $(USER_UNITS)/aiohttp-memproxy.service
+	install -d -m 0700 $(USER_CONFIG)
+	[ -e $(USER_CONFIG)/config.yaml ] || install -m 0644 conf/config.yaml $(USER_CONFIG)/config.yaml
+	install -m 0644 conf/memproxy.env.example $(USER_CONFIG)/env.example
+	systemctl --user daemon-reload
+	@echo "Keys: cp $(USER_CONFIG)/env.example $(USER_CONFIG)/env; chmod 600 it; fill it in."
+	@echo "Then: systemctl --user enable --now aiohttp-memproxy"
+
+# systemd-analyze verify checks that ExecStart exists: verify copies whose ExecStart is this checkout's venv
+# (the same program the install puts in place), so the check runs without installing anything system-wide.
+verify-units: $(VENV)/.installed
+	rm -rf .units && mkdir .units
+	sed 's|^ExecStart=/opt/aiohttp-memproxy/bin/memproxy|ExecStart=$(CURDIR)/$(BIN)/memproxy|' \
+		systemd/aiohttp-memproxy.service > .units/aiohttp-memproxy.service
+	sed 's|^ExecStart=%h/.local/share/aiohttp-memproxy/venv/bin/memproxy|ExecStart=$(CURDIR)/$(BIN)/memproxy|' \
+		systemd/aiohttp-memproxy-user.service > .units/aiohttp-memproxy-user.service
+	systemd-analyze verify .units/aiohttp-memproxy.service .units/aiohttp-memproxy-user.service
+	systemd-analyze security --offline=true --threshold=20 .units/aiohttp-memproxy.service | tail -1
+	rm -rf .units
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .units
