@@ -6,13 +6,13 @@ import time
 
 from aiohttp import web
 
-from aiohttp_memproxy import middlewares
+from aiohttp_memproxy import forward, middlewares
 from aiohttp_memproxy.keys import METRICS, SETTINGS, STARTED_AT
 from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.runtime import runtimes
 from aiohttp_memproxy.settings import Settings
 from aiohttp_memproxy.upstream import upstream_session
-from aiohttp_memproxy.views import routes
+from aiohttp_memproxy.views import routes, sdk_routes
 
 MIB = 1024 * 1024
 
@@ -29,4 +29,5 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([upstream_session, runtimes])
     app.on_response_prepare.append(middlewares.echo_request_id)
     app.add_routes(routes)
+    app.add_routes(forward.routes if settings.proxy.mode == "forward" else sdk_routes)
     return app

@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: memproxy.log_format; auto is console on a TTY, JSON otherwise",
     )
     serve.add_argument("--log-level", type=str.lower, choices=("debug", "info", "warning", "error"))
+    serve.add_argument(
+        "--mode",
+        choices=("sdk", "forward"),
+        help="sdk: call upstreams through LiteLLM in-process (default); forward: proxy /v1/* raw to --upstream "
+        "(also USE_SDK_PROXY=false)",
+    )
+    serve.add_argument(
+        "--upstream", help="forward mode: base URL, e.g. http://127.0.0.1:4000 (also MEMPROXY_UPSTREAM)"
+    )
 
     check = commands.add_parser("check", help="validate the config and list each model with its status")
     check.add_argument("--config", help=config_help)
@@ -69,6 +78,12 @@ def _print_config_error(exc: ConfigError, out: TextIO) -> None:
         print(f"  - {line}", file=out)
 
 
+def _mode_from_environment() -> str | None:
+    """The seed project's rollback switch: USE_SDK_PROXY=false means forward mode."""
+    value = os.environ.get("USE_SDK_PROXY", "").strip().lower()
+    return "forward" if value in ("0", "false", "no", "off") else None
+
+
 def serve(args: argparse.Namespace, config: str) -> int:
     try:
         settings = load_settings(config, os.environ).with_overrides(
@@ -77,6 +92,8 @@ def serve(args: argparse.Namespace, config: str) -> int:
             state_dir=args.state_dir,
             log_format=args.log_format,
             log_level=args.log_level,
+            mode=args.mode or _mode_from_environment(),
+            upstream=args.upstream or os.environ.get("MEMPROXY_UPSTREAM") or None,
         )
     except ConfigError as exc:
         _print_config_error(exc, sys.stderr)

@@ -13,6 +13,7 @@ from aiohttp_memproxy.settings import Settings
 
 if TYPE_CHECKING:  # these modules import keys: name them, don't import them
     from aiohttp_memproxy.runtime import Runtime, Runtimes
+    from aiohttp_memproxy.transport import AiohttpTransport
     from aiohttp_memproxy.upstream import CookieStore
 
 # The settings the process started with: what needs a restart to change (host, port, pool, body limit...).
@@ -31,3 +32,4 @@ UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 COOKIES: web.AppKey[CookieStore] = web.AppKey("cookies")
 # Set by runtime.runtimes (a cleanup context): the reloadable part.
 RUNTIMES: web.AppKey[Runtimes] = web.AppKey("runtimes")
+TRANSPORT: web.AppKey[AiohttpTransport] = web.AppKey("transport")  # forward mode sends through it directly

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import structlog
 from aiohttp import web
 
-from aiohttp_memproxy.keys import METRICS, RUNTIMES, SETTINGS, UPSTREAM
+from aiohttp_memproxy.keys import METRICS, RUNTIMES, SETTINGS, TRANSPORT, UPSTREAM
 from aiohttp_memproxy.llm import LLMClients
 from aiohttp_memproxy.models import ModelTable
 from aiohttp_memproxy.routing import MemoryRouter
@@ -114,6 +114,7 @@ async def runtimes(app: web.Application) -> AsyncIterator[None]:
     )
     holder = Runtimes(Runtime.build(settings, transport), transport)
     app[RUNTIMES] = holder
+    app[TRANSPORT] = transport
     try:
         yield
     finally:

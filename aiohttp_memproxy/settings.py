@@ -29,6 +29,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -144,8 +145,24 @@ class ProxySettings(_Section):
     retry_after_max_s: float = Field(default=30, ge=0)
     drain_timeout_s: float = Field(default=30, ge=0)
     cookie_save_interval_s: float = Field(default=60, gt=0)
+    mode: Literal["sdk", "forward"] = "sdk"
+    upstream: str | None = None  # forward mode: the base URL every /v1/* request is proxied to
+    upstream_key: str | None = Field(default=None, repr=False)  # forward mode: replaces the client's key
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("upstream")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise _custom("expected an http:// or https:// base URL")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _forward_needs_upstream(self) -> ProxySettings:
+        if self.mode == "forward" and not self.upstream:
+            raise _custom("mode forward needs memproxy.upstream (or --upstream, or MEMPROXY_UPSTREAM)")
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -517,6 +534,8 @@ def _format_errors(exc: ValidationError, prefix: str = "") -> list[str]:
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
         path = prefix
+        if not error["loc"]:
+            path = "memproxy" if prefix == "--" else prefix
         for part in error["loc"]:
             if isinstance(part, int):
                 path += f"[{part}]"

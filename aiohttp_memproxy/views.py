@@ -18,7 +18,10 @@ from aiohttp_memproxy.keys import COOKIES, DIALECT, METRICS, RUNTIME, STARTED_AT
 from aiohttp_memproxy.models import ResolvedModel
 from aiohttp_memproxy.settings import ModelConfig
 
+# Served in every mode.
 routes = web.RouteTableDef()
+# The API served through LiteLLM (mode sdk); forward mode proxies these paths raw instead (forward.py).
+sdk_routes = web.RouteTableDef()
 
 ANTHROPIC_PAGE_DEFAULT, ANTHROPIC_PAGE_MAX = 20, 1000
 
@@ -76,8 +79,8 @@ async def memory_routing_info(request: web.Request) -> web.Response:
     return web.json_response(request[RUNTIME].router.routing_info(request.headers))
 
 
-@routes.get("/v1/models")
-@routes.get("/models")
+@sdk_routes.get("/v1/models")
+@sdk_routes.get("/models")
 async def list_models(request: web.Request) -> web.Response:
     listed = request[RUNTIME].models.listing()
     created = request[RUNTIME].settings.loaded_at
@@ -156,8 +159,8 @@ def _require(body: dict[str, Any], name: str, kind: type, what: str) -> None:
         raise InvalidRequest(f"{name} must be {what}", param=name)
 
 
-@routes.post("/v1/chat/completions")
-@routes.post("/chat/completions")
+@sdk_routes.post("/v1/chat/completions")
+@sdk_routes.post("/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await json_object(request)
     _require(body, "model", str, "a non-empty string")
@@ -192,8 +195,8 @@ async def _messages_request(request: web.Request) -> tuple[dict[str, Any], Resol
     return body, resolved, router.memory_headers(resolved.config, decision)
 
 
-@routes.post("/v1/messages")
-@routes.post("/messages")
+@sdk_routes.post("/v1/messages")
+@sdk_routes.post("/messages")
 async def messages(request: web.Request) -> web.StreamResponse:
     body, resolved, memory = await _messages_request(request)
     max_tokens = body.get("max_tokens")
@@ -206,8 +209,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     return web.json_response(result)
 
 
-@routes.post("/v1/messages/count_tokens")
-@routes.post("/messages/count_tokens")
+@sdk_routes.post("/v1/messages/count_tokens")
+@sdk_routes.post("/messages/count_tokens")
 async def count_tokens(request: web.Request) -> web.Response:
     body, resolved, memory = await _messages_request(request)
     counted = await request[RUNTIME].llm.count_tokens(resolved, body, memory, _client_headers(request))

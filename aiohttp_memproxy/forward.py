@@ -1,0 +1,112 @@
+"""Forward mode, the rollback path: every API request proxied raw to a LiteLLM proxy server (or any OpenAI- or
+Anthropic-compatible base URL), through the same session, jar and challenge-aware retry.
+
+The body and the answer pass untouched (streams unbuffered, content-encoding kept); the client's key is
+replaced by ``memproxy.upstream_key``; Supermemory models (by the config's model resolution) get the memory
+headers. Nothing here imports LiteLLM.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import structlog
+from aiohttp import web
+
+from aiohttp_memproxy import errors
+from aiohttp_memproxy.keys import RUNTIME, SETTINGS, TRANSPORT
+from aiohttp_memproxy.middlewares import KEY_HEADERS
+from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER
+
+log = structlog.get_logger()
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and what the two connections compute for themselves.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "host",
+        "content-length",
+    }
+)
+CREDENTIALS = frozenset({"authorization", *KEY_HEADERS})
+FORWARDED_PATHS = ("/v1/{tail:.*}", "/chat/completions", "/models", "/messages", "/messages/count_tokens")
+
+routes = web.RouteTableDef()
+
+
+def _model_of(body: bytes) -> str | None:
+    try:
+        parsed: Any = json.loads(body)
+    except ValueError:
+        return None
+    model = parsed.get("model") if isinstance(parsed, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def _upstream_headers(request: web.Request, body: bytes) -> dict[str, str]:
+    runtime = request[RUNTIME]
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | CREDENTIALS}
+    key = request.app[SETTINGS].proxy.upstream_key
+    if key:
+        # Where the client put its key, ours goes; else the Bearer a LiteLLM proxy expects.
+        sent = [name for name in CREDENTIALS if name in request.headers] or ["authorization"]
+        for name in sent:
+            headers[name] = f"Bearer {key}" if name == "authorization" else key
+    decision = runtime.router.decide(request.headers)
+    structlog.contextvars.bind_contextvars(user_id=decision.user_id)
+    model_name = _model_of(body) if body else None
+    if model_name is not None:
+        try:
+            resolved = runtime.models.resolve(model_name)
+        except errors.ProxyError:
+            return headers  # not ours to judge: the upstream answers for unknown models
+        structlog.contextvars.bind_contextvars(model=resolved.config.name)
+        headers.update(runtime.router.memory_headers(resolved.config, decision))
+    return headers
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    body = await request.read()
+    base = request.app[SETTINGS].proxy.upstream
+    assert base is not None  # settings validation: forward mode has an upstream
+    url = httpx.URL(base + request.path_qs)
+    upstream_request = httpx.Request(
+        request.method, url, headers=_upstream_headers(request, body), content=body
+    )
+    try:
+        response = await request.app[TRANSPORT].handle_async_request(upstream_request)
+    except httpx.TimeoutException:
+        raise errors.UpstreamTimeout("the upstream timed out") from None
+    except httpx.TransportError:
+        raise errors.UpstreamUnreachable("the upstream could not be reached") from None
+    headers = {
+        k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP | {UPSTREAM_STATUS_HEADER}
+    }
+    answer = web.StreamResponse(status=response.status_code, headers=headers)
+    try:
+        await answer.prepare(request)
+        async for chunk in response.aiter_raw():
+            await answer.write(chunk)
+        await answer.write_eof()
+    except ConnectionResetError:
+        log.info("client_disconnected")
+    except httpx.TransportError:
+        # Cut short after the headers went out: the client sees a truncated body, as the upstream made it.
+        log.warning("upstream_broke_off")
+    finally:
+        await response.aclose()
+    return answer
+
+
+for _path in FORWARDED_PATHS:
+    routes.route("*", _path)(forward)

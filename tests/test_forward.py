@@ -1,0 +1,137 @@
+"""Forward mode: every API request proxied raw to an upstream through the same session, jar and retry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from aiohttp_memproxy.settings import Settings
+from tests.conftest import MASTER_KEY, MESSAGES, AppClient, base_config, sse_frames
+from tests.fake_upstream import FakeUpstream
+from tests.test_cli import free_port, wait_ready
+from tests.test_service import start
+
+LITELLM_KEY = "sk-litellm-proxy-key-0123456789"
+
+
+@pytest.fixture
+def forward_settings(make_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]) -> Settings:
+    _, url = upstream
+    doc = base_config(
+        model_list=[
+            {"model_name": "gpt-up", "litellm_params": {"model": "openai/gpt-up"}},
+            {
+                "model_name": "claude-memory",
+                "litellm_params": {"model": "anthropic/claude-memory"},
+                "model_info": {"supermemory": True},
+            },
+        ],
+        general_settings={"master_key": MASTER_KEY},
+        user_id_mappings={
+            "header_patterns": [{"header": "user-agent", "pattern": "^claude-cli", "user_id": "claude-code"}]
+        },
+        memproxy={"mode": "forward", "upstream": url, "upstream_key": LITELLM_KEY, "retry_base_delay_s": 0},
+    )
+    return make_settings(doc)
+
+
+async def test_plain_and_streaming_chat_pass_through_with_the_key_replaced(
+    app_client: AppClient, forward_settings: Settings, upstream: tuple[FakeUpstream, str]
+) -> None:
+    fake, _ = upstream
+    fake.gate = True
+    client = await app_client(forward_settings)
+    auth = {"Authorization": f"Bearer {MASTER_KEY}"}
+    body = {"model": "gpt-up", "messages": MESSAGES}
+    response = await client.post("/v1/chat/completions", json=body, headers=auth)
+    assert response.status == 200
+    assert (await response.json())["choices"][0]["message"]["content"] == "Hello from upstream"
+    streamed = await client.post("/v1/chat/completions", json={**body, "stream": True}, headers=auth)
+    assert streamed.status == 200
+    assert streamed.headers["Content-Type"].startswith("text/event-stream")
+    assert sse_frames(await streamed.text())[-1] == "[DONE]"
+    assert fake.challenges == 1  # answered by the same jar and retry as the SDK path
+    assert fake.with_cookie == [False, True, True]
+    for seen in fake.seen:
+        assert seen.headers["Authorization"] == f"Bearer {LITELLM_KEY}"
+        assert MASTER_KEY not in json.dumps(seen.headers)
+        assert "x-sm-user-id" not in seen.headers
+    assert fake.seen[-1].body == {**body, "stream": True}  # the body as the client sent it
+
+
+async def test_messages_get_memory_headers_and_the_upstream_key(
+    app_client: AppClient, forward_settings: Settings, upstream: tuple[FakeUpstream, str]
+) -> None:
+    fake, _ = upstream
+    client = await app_client(forward_settings)
+    headers = {"x-api-key": MASTER_KEY, "User-Agent": "claude-cli/2.1.3", "anthropic-version": "2023-06-01"}
+    body = {"model": "claude-memory", "max_tokens": 5, "messages": MESSAGES, "stream": True}
+    response = await client.post("/v1/messages?beta=true", json=body, headers=headers)
+    assert response.status == 200
+    assert b"message_stop" in await response.read()
+    seen = fake.seen[-1]
+    assert seen.path == "/v1/messages"
+    assert seen.headers["x-api-key"] == LITELLM_KEY
+    assert "Authorization" not in seen.headers
+    assert seen.headers["x-sm-user-id"] == "claude-code"
+    assert seen.headers["anthropic-version"] == "2023-06-01"
+
+
+async def test_upstream_status_and_unreachable(
+    app_client: AppClient, make_settings: Callable[..., Settings], forward_settings: Settings
+) -> None:
+    client = await app_client(forward_settings)
+    missing = await client.get("/v1/nothing-here", headers={"x-api-key": MASTER_KEY})
+    assert missing.status == 404  # the upstream's own answer, passed on
+    refused = await client.post("/v1/chat/completions", json={}, headers={"x-api-key": "wrong"})
+    assert refused.status == 401  # our auth still guards the forward path
+    dead = make_settings(base_config(memproxy={"mode": "forward", "upstream": "http://127.0.0.1:9"}))
+    dead_client = await app_client(dead)
+    response = await dead_client.post("/v1/chat/completions", json={"model": "x", "messages": MESSAGES})
+    assert response.status == 502
+    assert (await response.json())["error"]["code"] == "upstream_unreachable"
+
+
+def test_forward_mode_needs_an_upstream(make_settings: Callable[..., Settings]) -> None:
+    from aiohttp_memproxy.settings import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        make_settings(base_config(memproxy={"mode": "forward"}))
+    assert caught.value.errors == (
+        "memproxy: mode forward needs memproxy.upstream (or --upstream, or MEMPROXY_UPSTREAM)",
+    )
+
+
+@pytest.mark.subprocess
+async def test_cli_rollback_switch_from_the_environment(
+    child_env: dict[str, str],
+    write_config: Callable[[dict[str, Any] | str], Path],
+    upstream: tuple[FakeUpstream, str],
+    tmp_path: Path,
+) -> None:
+    fake, url = upstream
+    port = free_port()
+    env = {**child_env, "USE_SDK_PROXY": "false", "MEMPROXY_UPSTREAM": url}
+    process = start(write_config(base_config()), port, tmp_path / "state", env)
+    try:
+        await wait_ready(port)
+        chat = f"http://127.0.0.1:{port}/v1/chat/completions"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(chat, json={"model": "any", "messages": MESSAGES}) as r,
+        ):
+            assert r.status == 200
+        assert fake.seen[-1].body["model"] == "any"  # went to the upstream raw, not through LiteLLM
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
