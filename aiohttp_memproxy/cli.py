@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--mode",
         choices=("sdk", "forward"),
-        help="sdk: call upstreams through LiteLLM in-process (default); forward: proxy /v1/* raw to --upstream "
-        "(also USE_SDK_PROXY=false)",
+        help="sdk: call upstreams through LiteLLM in-process (default); "
+        "forward: proxy /v1/* raw to --upstream (also USE_SDK_PROXY=false)",
     )
     serve.add_argument(
         "--upstream", help="forward mode: base URL, e.g. http://127.0.0.1:4000 (also MEMPROXY_UPSTREAM)"
