@@ -6,7 +6,7 @@ CONFIG ?= conf/config.yaml
 # No network probe for LiteLLM's price map: tests, runs and benchmarks stay on loopback.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test lint check clean install-service install-user-service verify-units
+.PHONY: run test lint check clean install-service install-user-service verify-units bench bench-deps
 
 PREFIX ?= /opt/aiohttp-memproxy
 USER_PREFIX ?= $(HOME)/.local/share/aiohttp-memproxy/venv
@@ -39,6 +39,16 @@ lint: $(VENV)/.installed-dev
 
 check: $(VENV)/.installed
 	$(BIN)/memproxy check --config $(CONFIG)
+
+# Measured from outside, on loopback: see tests/bench.py. COMPARE=1 adds a LiteLLM proxy server (make bench-deps).
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.bench $(if $(COMPARE),--compare)
+
+# litellm[proxy] in its own venv, so the comparison never changes what the gateway itself installs.
+bench-deps:
+	$(PYTHON) -m venv .bench-venv
+	.bench-venv/bin/python -m pip install --quiet --upgrade pip
+	.bench-venv/bin/python -m pip install --quiet 'litellm[proxy]'
 
 # System service (as root): a venv in $(PREFIX), the unit, /etc/aiohttp-memproxy/{config.yaml,env.example}.
 # An existing config.yaml or env is never overwritten.
@@ -81,4 +91,4 @@ verify-units: $(VENV)/.installed
 	rm -rf .units
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .units
+	rm -rf $(VENV) .bench-venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache .units bench-results.json

@@ -49,6 +49,8 @@ class FakeUpstream:
     challenges: int = 0
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     on_request: Callable[[web.Request], None] | None = None
+    reply: list[str] = field(default_factory=lambda: list(REPLY))  # the text, one SSE chunk per piece
+    record: bool = True  # benchmarks turn it off: 10,000 recorded requests are memory the proxy did not use
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -64,9 +66,9 @@ class FakeUpstream:
 
     async def _intercept(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
         body = await request.json()
-        self.seen.append(
-            Seen(request.path, dict(request.headers), dict(request.cookies), body, time.monotonic())
-        )
+        if self.record:
+            seen = Seen(request.path, dict(request.headers), dict(request.cookies), body, time.monotonic())
+            self.seen.append(seen)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.gate and CLEARANCE not in request.cookies:
@@ -142,7 +144,7 @@ class FakeUpstream:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": "".join(REPLY)},
+                            "message": {"role": "assistant", "content": "".join(self.reply)},
                             "finish_reason": "stop",
                         }
                     ],
@@ -162,7 +164,7 @@ class FakeUpstream:
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
         events = [chunk({"role": "assistant", "content": ""})]
-        events += [chunk({"content": piece}) for piece in REPLY]
+        events += [chunk({"content": piece}) for piece in self.reply]
         if tool:
             arguments = json.dumps(TOOL_INPUT)
             start = {
@@ -216,7 +218,7 @@ class FakeUpstream:
         content: list[dict[str, Any]] = []
         if thinking:
             content.append({"type": "thinking", "thinking": "Let me think.", "signature": SIGNATURE})
-        content.append({"type": "text", "text": "".join(REPLY)})
+        content.append({"type": "text", "text": "".join(self.reply)})
         if tool:
             content.append({"type": "tool_use", "id": "toolu_1", "name": tool, "input": TOOL_INPUT})
         stop_reason = "tool_use" if tool else "end_turn"
@@ -266,7 +268,7 @@ class FakeUpstream:
         events.append(
             event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
         )
-        events += [delta(index, {"type": "text_delta", "text": piece}) for piece in REPLY]
+        events += [delta(index, {"type": "text_delta", "text": piece}) for piece in self.reply]
         events.append(event("content_block_stop", {"index": index}))
         if tool:
             index += 1
@@ -286,3 +288,23 @@ class FakeUpstream:
             event("message_stop", {}),
         ]
         return await self._sse(request, events)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.fake_upstream --port N``: the fake upstream as its own process (benchmarks, load)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="fake_upstream")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--chunks", type=int, default=20, help="text chunks per streamed answer")
+    parser.add_argument(
+        "--gate", action="store_true", help="answer 503 + Set-Cookie until cf_clearance is sent"
+    )
+    args = parser.parse_args(argv)
+    fake = FakeUpstream(gate=args.gate, reply=[f"tok{i} " for i in range(args.chunks)], record=False)
+    web.run_app(fake.app(), host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

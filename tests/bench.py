@@ -1,0 +1,412 @@
+"""``make bench``: the fake upstream and the proxy as real processes on loopback, measured from outside.
+
+Reports, as a table and as JSON (``bench-results.json``): proxy overhead (proxy minus direct) p50/p95/p99 for
+plain and streaming requests and for a stream's first byte; requests/s at concurrency 1, 10, 50 and 200 with
+success rates; 200 concurrent streams; RSS after warm-up and after 10,000 requests; time from start to
+ready; for both dialects. With ``--compare`` (``make bench COMPARE=1``), a LiteLLM proxy server (one worker,
+from ``make bench-deps``) runs the same rows on the same upstream, side by side with ratios. Nothing leaves
+loopback; nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+MESSAGES = [{"role": "user", "content": "Say something."}]
+DIALECTS: dict[str, dict[str, Any]] = {
+    "openai": {"path": "/v1/chat/completions", "model": "bench-openai", "extra": {}},
+    "anthropic": {"path": "/v1/messages", "model": "bench-anthropic", "extra": {"max_tokens": 64}},
+}
+CONCURRENCY = (1, 10, 50, 200)
+REQUESTS_PER_LEVEL = {1: 200, 10: 500, 50: 1000, 200: 2000}
+TOTAL_REQUESTS = 10_000
+LATENCY_SAMPLES = 200
+HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "bench-key-0123456789abcdef"}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    return {f"p{q}": round(percentile(values, q), 3) for q in (50, 95, 99)}
+
+
+def overhead(proxy: dict[str, float], direct: dict[str, float]) -> dict[str, float]:
+    return {key: round(proxy[key] - direct[key], 3) for key in proxy}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return math.nan
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Sample:
+    ok: bool
+    total_ms: float
+    first_byte_ms: float
+
+
+@dataclass
+class Target:
+    """Somewhere to send the benchmark's requests: the upstream itself, our proxy, or LiteLLM's."""
+
+    name: str
+    base: str
+    model_prefix: str = ""  # the upstream itself knows the model by its upstream name
+    pid: int | None = None
+    start_to_ready_s: float = math.nan
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def body_for(dialect: str, target: Target, stream: bool) -> dict[str, Any]:
+    spec = DIALECTS[dialect]
+    return {
+        "model": target.model_prefix + spec["model"],
+        "messages": MESSAGES,
+        "stream": stream,
+        **spec["extra"],
+    }
+
+
+async def one(session: aiohttp.ClientSession, target: Target, dialect: str, stream: bool) -> Sample:
+    started = time.perf_counter()
+    first = math.nan
+    try:
+        url = target.base + DIALECTS[dialect]["path"]
+        async with session.post(url, json=body_for(dialect, target, stream), headers=HEADERS) as response:
+            async for _ in response.content.iter_any():
+                if math.isnan(first):
+                    first = (time.perf_counter() - started) * 1000
+            ok = response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        ok = False
+    return Sample(ok, (time.perf_counter() - started) * 1000, first)
+
+
+async def sequential(
+    session: aiohttp.ClientSession, target: Target, dialect: str, stream: bool, n: int
+) -> list[Sample]:
+    return [await one(session, target, dialect, stream) for _ in range(n)]
+
+
+async def concurrent(
+    session: aiohttp.ClientSession, target: Target, dialect: str, stream: bool, concurrency: int, total: int
+) -> dict[str, float]:
+    remaining = total
+    samples: list[Sample] = []
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            samples.append(await one(session, target, dialect, stream))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    good = sum(sample.ok for sample in samples)
+    return {
+        "rps": round(len(samples) / elapsed, 1),
+        "success": round(100 * good / len(samples), 2),
+        "n": len(samples),
+    }
+
+
+async def measure(target: Target, direct: Target | None, counted: list[int]) -> None:
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        for dialect in DIALECTS:  # warm-up: imports, pools, caches
+            for stream in (False, True):
+                await sequential(session, target, dialect, stream, 25)
+                counted[0] += 25
+        if target.pid:
+            target.results["rss_after_warmup_mb"] = rss_mb(target.pid)
+        for dialect in DIALECTS:
+            row: dict[str, Any] = {}
+            for stream in (False, True):
+                samples = await sequential(session, target, dialect, stream, LATENCY_SAMPLES)
+                counted[0] += LATENCY_SAMPLES
+                kind = "stream" if stream else "plain"
+                row[f"{kind}_ms"] = summary([s.total_ms for s in samples if s.ok])
+                if stream:
+                    row["first_byte_ms"] = summary([s.first_byte_ms for s in samples if s.ok])
+                row[f"{kind}_success"] = round(100 * sum(s.ok for s in samples) / len(samples), 2)
+            for level in CONCURRENCY:
+                row[f"c{level}"] = await concurrent(
+                    session, target, dialect, False, level, REQUESTS_PER_LEVEL[level]
+                )
+                counted[0] += REQUESTS_PER_LEVEL[level]
+            row["streams_c200"] = await concurrent(session, target, dialect, True, 200, 200)
+            counted[0] += 200
+            target.results[dialect] = row
+        while target.pid and counted[0] < TOTAL_REQUESTS:  # the rest of the 10,000, then memory
+            batch = min(1000, TOTAL_REQUESTS - counted[0])
+            await concurrent(session, target, "openai", False, 50, batch)
+            counted[0] += batch
+        if target.pid:
+            target.results["rss_after_10k_mb"] = rss_mb(target.pid)
+            target.results["requests_sent"] = counted[0]
+    if direct is not None:
+        for dialect in DIALECTS:
+            mine, theirs = target.results[dialect], direct.results[dialect]
+            mine["overhead_plain_ms"] = overhead(mine["plain_ms"], theirs["plain_ms"])
+            mine["overhead_stream_ms"] = overhead(mine["stream_ms"], theirs["stream_ms"])
+            mine["overhead_first_byte_ms"] = overhead(mine["first_byte_ms"], theirs["first_byte_ms"])
+
+
+async def wait_port(base: str, path: str, seconds: float = 60) -> float:
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as session:
+        while time.perf_counter() - started < seconds:
+            try:
+                async with session.get(base + path) as response:
+                    if response.status < 500:
+                        return time.perf_counter() - started
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{base} did not come up in {seconds} s")
+
+
+def write_config(directory: Path, upstream: str) -> Path:
+    config = {
+        "model_list": [
+            {
+                "model_name": "bench-openai",
+                "litellm_params": {
+                    "model": "openai/bench-openai",
+                    "api_base": f"{upstream}/v1",
+                    "api_key": "x",
+                },
+            },
+            {
+                "model_name": "bench-anthropic",
+                "litellm_params": {
+                    "model": "anthropic/bench-anthropic",
+                    "api_base": upstream,
+                    "api_key": "x",
+                },
+            },
+        ],
+        "general_settings": {"master_key": HEADERS["x-api-key"]},
+        "litellm_settings": {"drop_params": True},
+    }
+    path = directory / "bench-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _triple(values: dict[str, float] | None) -> str:
+    return "/".join(f"{v:.1f}" for v in values.values()) if values else "-"
+
+
+def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A child process whose output is not read (the bench measures it from outside)."""
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def table(targets: list[Target], goals: dict[str, Any]) -> str:
+    lines = []
+    for dialect in DIALECTS:
+        lines.append(f"\n== {dialect} ==")
+        header = f"{'row':<34}" + "".join(f"{t.name:>22}" for t in targets)
+        lines.append(header)
+        rows = [
+            ("plain p50/p95/p99 ms", lambda r: _triple(r["plain_ms"])),
+            ("stream p50/p95/p99 ms", lambda r: _triple(r["stream_ms"])),
+            ("first byte p50/p95/p99 ms", lambda r: _triple(r["first_byte_ms"])),
+            ("overhead plain p50/p95/p99", lambda r: _triple(r.get("overhead_plain_ms"))),
+            ("overhead 1st byte p50/p95/p99", lambda r: _triple(r.get("overhead_first_byte_ms"))),
+            *[
+                (
+                    f"req/s c={level} (success %)",
+                    lambda r, level=level: f"{r[f'c{level}']['rps']} ({r[f'c{level}']['success']})",
+                )
+                for level in CONCURRENCY
+            ],
+            (
+                "200 streams (success %)",
+                lambda r: f"{r['streams_c200']['rps']} ({r['streams_c200']['success']})",
+            ),
+        ]
+        for label, render in rows:
+            lines.append(f"{label:<34}" + "".join(f"{render(t.results[dialect]):>22}" for t in targets))
+    lines.append("")
+    for t in targets:
+        if t.pid:
+            r = t.results
+            lines.append(
+                f"{t.name}: start to ready {t.start_to_ready_s:.2f} s, "
+                f"RSS {r.get('rss_after_warmup_mb')} MB after warm-up, "
+                f"{r.get('rss_after_10k_mb')} MB after {r.get('requests_sent')} requests"
+            )
+    lines.append("\nGoals:")
+    lines += [
+        f"  [{'x' if ok else ' '}] {name}" if ok is not None else f"  [?] {name} (needs COMPARE=1)"
+        for name, ok in goals.items()
+    ]
+    return "\n".join(lines)
+
+
+def goals(proxy: Target, litellm: Target | None) -> dict[str, bool | None]:
+    r = proxy.results
+    found: dict[str, bool | None] = {
+        "RSS <= 250 MB after 10,000 requests": r["rss_after_10k_mb"] <= 250,
+        "RSS growth < 10 MB after warm-up": r["rss_after_10k_mb"] - r["rss_after_warmup_mb"] < 10,
+        "start to ready <= 5 s": proxy.start_to_ready_s <= 5,
+        "200 concurrent streams, 100 % success (both dialects)": all(
+            r[d]["streams_c200"]["success"] == 100 for d in DIALECTS
+        ),
+    }
+    for dialect in DIALECTS:
+        mine = r[dialect]
+        theirs = litellm.results[dialect] if litellm else None
+        found[f"{dialect}: overhead p50 <= 0.5x LiteLLM's (plain)"] = (
+            mine["overhead_plain_ms"]["p50"] <= 0.5 * theirs["overhead_plain_ms"]["p50"] if theirs else None
+        )
+        found[f"{dialect}: first-byte overhead p50 <= 0.5x LiteLLM's"] = (
+            mine["overhead_first_byte_ms"]["p50"] <= 0.5 * theirs["overhead_first_byte_ms"]["p50"]
+            if theirs
+            else None
+        )
+        found[f"{dialect}: req/s at c=50 >= 2x LiteLLM's, 100 % success"] = (
+            mine["c50"]["rps"] >= 2 * theirs["c50"]["rps"] and mine["c50"]["success"] == 100
+            if theirs
+            else None
+        )
+    return found
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="memproxy-bench-") as tmp:
+        try:
+            up_port = free_port()
+            fake = [
+                sys.executable,
+                "-m",
+                "tests.fake_upstream",
+                "--port",
+                str(up_port),
+                "--chunks",
+                str(args.chunks),
+            ]
+            processes.append(spawn(fake, env))
+            upstream = f"http://127.0.0.1:{up_port}"
+            await wait_port(upstream, "/")
+            config = write_config(Path(tmp), upstream)
+            port = free_port()
+            started = time.perf_counter()
+            serve = [
+                sys.executable,
+                "-m",
+                "aiohttp_memproxy",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+            ]
+            proxy_process = spawn([*serve, "--state-dir", str(Path(tmp) / "state")], env)
+            processes.append(proxy_process)
+            await wait_port(f"http://127.0.0.1:{port}", "/health/readiness")
+            direct = Target("direct", upstream)
+            proxy = Target(
+                "memproxy",
+                f"http://127.0.0.1:{port}",
+                pid=proxy_process.pid,
+                start_to_ready_s=time.perf_counter() - started,
+            )
+            targets = [direct, proxy]
+            litellm = None
+            if args.compare:
+                litellm_port = free_port()
+                started = time.perf_counter()
+                command = [
+                    args.litellm,
+                    "--config",
+                    str(config),
+                    "--port",
+                    str(litellm_port),
+                    "--num_workers",
+                    "1",
+                ]
+                litellm_process = spawn(command, env)
+                processes.append(litellm_process)
+                await wait_port(f"http://127.0.0.1:{litellm_port}", "/health/liveliness", 120)
+                litellm = Target(
+                    "litellm-proxy",
+                    f"http://127.0.0.1:{litellm_port}",
+                    pid=litellm_process.pid,
+                    start_to_ready_s=time.perf_counter() - started,
+                )
+                targets.append(litellm)
+            await measure(direct, None, [0])
+            await measure(proxy, direct, [0])
+            if litellm:
+                await measure(litellm, direct, [0])
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=60)
+    achieved = goals(proxy, litellm)
+    print(table(targets, achieved))
+    report = {
+        "chunks": args.chunks,
+        "targets": {t.name: {"start_to_ready_s": t.start_to_ready_s, **t.results} for t in targets},
+        "goals": achieved,
+    }
+    Path(args.output).write_text(json.dumps(report, indent=2))  # noqa: ASYNC240  # once, at the very end
+    print(f"\nJSON: {args.output}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    parser.add_argument("--chunks", type=int, default=20, help="text chunks per streamed answer")
+    parser.add_argument(
+        "--compare", action="store_true", help="also run a LiteLLM proxy server (make bench-deps)"
+    )
+    parser.add_argument("--litellm", default=".bench-venv/bin/litellm", help="the litellm CLI for --compare")
+    parser.add_argument("--output", default="bench-results.json")
+    asyncio.run(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

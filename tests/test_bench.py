@@ -1,0 +1,109 @@
+"""The benchmark's own arithmetic and reporting, and the fake upstream's behaviours (fast, no timings)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.bench import DIALECTS, Target, goals, overhead, percentile, summary, table
+from tests.fake_upstream import CLEARANCE, FakeUpstream, Scripted
+
+
+def test_percentile_interpolates_like_numpy() -> None:
+    values = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert percentile(values, 50) == 3.0
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 100) == 5.0
+    assert percentile(values, 95) == pytest.approx(4.8)
+    assert percentile([7.0], 99) == 7.0
+    assert math.isnan(percentile([], 50))
+    assert summary([1.0, 2.0, 3.0, 4.0]) == {"p50": 2.5, "p95": 3.85, "p99": 3.97}
+    assert overhead({"p50": 3.0, "p95": 5.5}, {"p50": 1.0, "p95": 2.0}) == {"p50": 2.0, "p95": 3.5}
+
+
+def dialect_row(overhead_p50: float, rps: float) -> dict[str, Any]:
+    latency = {"p50": 1.0, "p95": 2.0, "p99": 3.0}
+    row: dict[str, Any] = {
+        "plain_ms": latency,
+        "stream_ms": latency,
+        "first_byte_ms": latency,
+        "overhead_plain_ms": {**latency, "p50": overhead_p50},
+        "overhead_first_byte_ms": {**latency, "p50": overhead_p50},
+        "streams_c200": {"rps": 100.0, "success": 100.0, "n": 200},
+    }
+    for level in (1, 10, 50, 200):
+        row[f"c{level}"] = {"rps": rps, "success": 100.0, "n": 100}
+    return row
+
+
+def target(name: str, overhead_p50: float, rps: float, rss: tuple[float, float] = (150, 155)) -> Target:
+    t = Target(name, "http://127.0.0.1:1", pid=1, start_to_ready_s=3.0)
+    t.results = {dialect: dialect_row(overhead_p50, rps) for dialect in DIALECTS}
+    t.results.update({"rss_after_warmup_mb": rss[0], "rss_after_10k_mb": rss[1], "requests_sent": 10_000})
+    return t
+
+
+def test_goals_with_and_without_the_comparison() -> None:
+    ours = target("memproxy", 2.0, 300.0)
+    alone = goals(ours, None)
+    assert alone["RSS <= 250 MB after 10,000 requests"] is True
+    assert alone["RSS growth < 10 MB after warm-up"] is True
+    assert alone["openai: overhead p50 <= 0.5x LiteLLM's (plain)"] is None
+    compared = goals(ours, target("litellm-proxy", 14.0, 77.0))
+    assert compared["openai: overhead p50 <= 0.5x LiteLLM's (plain)"] is True
+    assert compared["anthropic: req/s at c=50 >= 2x LiteLLM's, 100 % success"] is True
+    slow = goals(target("memproxy", 9.0, 100.0, rss=(150, 170)), target("litellm-proxy", 14.0, 77.0))
+    assert slow["openai: overhead p50 <= 0.5x LiteLLM's (plain)"] is False
+    assert slow["openai: req/s at c=50 >= 2x LiteLLM's, 100 % success"] is False
+    assert slow["RSS growth < 10 MB after warm-up"] is False
+
+
+def test_table_shows_every_target_and_goal() -> None:
+    ours, theirs = target("memproxy", 2.0, 300.0), target("litellm-proxy", 14.0, 77.0)
+    text = table([ours, theirs], goals(ours, theirs))
+    assert "== openai ==" in text
+    assert "== anthropic ==" in text
+    assert "memproxy" in text
+    assert "litellm-proxy" in text
+    assert "req/s c=50 (success %)" in text
+    assert "[x] start to ready <= 5 s" in text
+
+
+async def test_fake_upstream_behaviours(aiohttp_server: Any) -> None:
+    fake = FakeUpstream(gate=True, reply=["a", "b", "c", "d"])
+    server = await aiohttp_server(fake.app())
+    url = str(server.make_url("")).rstrip("/")
+    jar = aiohttp.CookieJar(unsafe=True)
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    async with aiohttp.ClientSession(cookie_jar=jar) as session:
+        async with session.post(f"{url}/v1/chat/completions", json=chat) as gated:
+            assert gated.status == 503
+            assert gated.headers["Server"] == "cloudflare"
+            assert "1200" in await gated.text()
+        assert CLEARANCE in {cookie.key for cookie in jar}
+        async with session.post(f"{url}/v1/chat/completions", json={**chat, "stream": True}) as streamed:
+            frames = [f for f in (await streamed.text()).split("\n\n") if f.startswith("data: {")]
+        contents = [json.loads(f[6:])["choices"][0]["delta"].get("content") for f in frames]
+        assert [c for c in contents if c] == ["a", "b", "c", "d"]
+        fake.script = [Scripted(429, {"error": {"message": "x"}}, {"Retry-After": "3"})]
+        async with session.post(f"{url}/v1/messages", json=chat) as limited:
+            assert (limited.status, limited.headers["Retry-After"]) == (429, "3")
+        async with session.post(f"{url}/v1/messages/count_tokens", json=chat) as counted:
+            assert (await counted.json())["input_tokens"] >= 40
+        fake.cut_after = 2
+        async with session.post(f"{url}/v1/messages", json={**chat, "stream": True}) as cut:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await cut.read()
+    assert fake.challenges == 1
+    assert fake.with_cookie == [False, True, True, True, True]
+    fake.record = False
+    async with (
+        aiohttp.ClientSession(cookie_jar=jar) as session,
+        session.post(f"{url}/v1/messages", json={**chat, "stream": False}) as quiet,
+    ):
+        assert quiet.status == 200
+    assert len(fake.seen) == 5  # not recorded
