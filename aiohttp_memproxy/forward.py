@@ -8,6 +8,7 @@ headers. Nothing here imports LiteLLM.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -100,6 +101,9 @@ async def forward(request: web.Request) -> web.StreamResponse:
         await answer.write_eof()
     except ConnectionResetError:
         log.info("client_disconnected")
+    except asyncio.CancelledError:
+        log.info("client_disconnected")  # aiohttp cancels the handler when the client leaves
+        raise
     except httpx.TransportError:
         # Cut short after the headers went out: the client sees a truncated body, as the upstream made it.
         log.warning("upstream_broke_off")

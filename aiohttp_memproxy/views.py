@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp_memproxy import __version__, sse
 from aiohttp_memproxy.errors import InvalidRequest
 from aiohttp_memproxy.keys import COOKIES, DIALECT, METRICS, RUNTIME, STARTED_AT
+from aiohttp_memproxy.llm import ANTHROPIC_CLIENT_HEADERS
 from aiohttp_memproxy.models import ResolvedModel
 from aiohttp_memproxy.settings import ModelConfig
 
@@ -162,29 +163,20 @@ def _require(body: dict[str, Any], name: str, kind: type, what: str) -> None:
 @sdk_routes.post("/v1/chat/completions")
 @sdk_routes.post("/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body = await json_object(request)
-    _require(body, "model", str, "a non-empty string")
-    _require(body, "messages", list, "a non-empty array")
-    resolved = request[RUNTIME].models.resolve(body["model"])
-    router = request[RUNTIME].router
-    decision = router.decide(request.headers)
-    structlog.contextvars.bind_contextvars(model=resolved.config.name, user_id=decision.user_id)
+    body, resolved, memory = await _model_request(request)
     llm = request[RUNTIME].llm
-    result = await llm.chat(resolved, body, router.memory_headers(resolved.config, decision))
+    result = await llm.chat(resolved, body, memory)
     if body.get("stream") is True:
         return await sse.openai_stream(request, llm.chunks(result, resolved.config.name))
     return web.json_response(text=result.model_dump_json(exclude_none=True))
 
 
 def _client_headers(request: web.Request) -> dict[str, str]:
-    return {
-        name: request.headers[name]
-        for name in ("anthropic-version", "anthropic-beta")
-        if name in request.headers
-    }
+    return {name: request.headers[name] for name in ANTHROPIC_CLIENT_HEADERS if name in request.headers}
 
 
-async def _messages_request(request: web.Request) -> tuple[dict[str, Any], ResolvedModel, dict[str, str]]:
+async def _model_request(request: web.Request) -> tuple[dict[str, Any], ResolvedModel, dict[str, str]]:
+    """The body (model and messages checked), the model it names, and the memory headers it gets."""
     body = await json_object(request)
     _require(body, "model", str, "a non-empty string")
     _require(body, "messages", list, "a non-empty array")
@@ -198,7 +190,7 @@ async def _messages_request(request: web.Request) -> tuple[dict[str, Any], Resol
 @sdk_routes.post("/v1/messages")
 @sdk_routes.post("/messages")
 async def messages(request: web.Request) -> web.StreamResponse:
-    body, resolved, memory = await _messages_request(request)
+    body, resolved, memory = await _model_request(request)
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequest("max_tokens: expected a positive integer", param="max_tokens")
@@ -212,7 +204,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
 @sdk_routes.post("/v1/messages/count_tokens")
 @sdk_routes.post("/messages/count_tokens")
 async def count_tokens(request: web.Request) -> web.Response:
-    body, resolved, memory = await _messages_request(request)
+    body, resolved, memory = await _model_request(request)
     counted = await request[RUNTIME].llm.count_tokens(resolved, body, memory, _client_headers(request))
     return web.json_response(counted)
 
