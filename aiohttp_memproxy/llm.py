@@ -96,7 +96,6 @@ class LLMClients:
         self._http_handler = AsyncHTTPHandler(transport=transport, timeout=settings.litellm.request_timeout)
         self._openai: dict[tuple[str | None, str], openai.AsyncOpenAI] = {}
         self._pinned: OrderedDict[tuple[tuple[str, str], ...], AsyncHTTPHandler] = OrderedDict()
-        self._retired: list[AsyncHTTPHandler] = []
         self.closed = False
         for model in settings.models:
             if not model.enabled or "mock_response" in model.params:
@@ -114,9 +113,10 @@ class LLMClients:
         handler = self._pinned.get(exact)
         if handler is None:
             if len(self._pinned) >= MAX_PINNED_HANDLERS:
-                # Bounded: a client that varies its betas endlessly must not grow this without end.
-                _, oldest = self._pinned.popitem(last=False)
-                self._retired.append(oldest)
+                # Bounded: a client that varies its betas endlessly must not grow this without end. A handler
+                # holds no connection of its own (its transport is borrowed), so dropping it is enough, and a
+                # request still using it finishes unharmed.
+                self._pinned.popitem(last=False)
             transport = PinnedHeaders(self._transport, dict(exact))
             handler = AsyncHTTPHandler(transport=transport, timeout=self.settings.litellm.request_timeout)
             self._pinned[exact] = handler
@@ -291,7 +291,7 @@ class LLMClients:
 
     async def aclose(self) -> None:
         self.closed = True
-        for handler in (self._http_handler, *self._pinned.values(), *self._retired):
+        for handler in (self._http_handler, *self._pinned.values()):
             await handler.close()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
         await asyncio.gather(*(client.close() for client in self._openai.values()))
 
