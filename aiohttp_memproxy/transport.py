@@ -76,23 +76,30 @@ def is_challenge(response: aiohttp.ClientResponse) -> bool:
 
 
 class _ResponseStream(httpx.AsyncByteStream):
+    """The upstream body for httpx. The connection goes back the moment the body ends, whatever ends it:
+    LiteLLM does not always ``aclose()`` a stream that raised, and a connection left to the garbage collector
+    is a leaked socket (and a ResourceWarning)."""
+
     def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
         self._response = response
         self._request = request
-        self._done = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        done = False
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
-        except aiohttp.ClientError as exc:
+            done = True
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise translate(exc, self._request) from exc
-        except TimeoutError as exc:
-            raise translate(exc, self._request) from exc
-        self._done = True
+        finally:
+            self._finish(done)
 
     async def aclose(self) -> None:
-        if self._done:
+        self._finish(self._response.content.at_eof())
+
+    def _finish(self, done: bool) -> None:
+        if done:
             self._response.release()
         else:
             # Stopped early (client left, or an error): drop the connection so the upstream sees the cancel
