@@ -6,7 +6,7 @@ CONFIG ?= conf/config.yaml
 # No network probe for LiteLLM's price map: tests, runs and benchmarks stay on loopback.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test lint check clean install-service install-user-service verify-units bench bench-deps
+.PHONY: run test lint check clean install-service install-user-service verify-units bench bench-deps load
 
 PREFIX ?= /opt/aiohttp-memproxy
 USER_PREFIX ?= $(HOME)/.local/share/aiohttp-memproxy/venv
@@ -43,6 +43,10 @@ check: $(VENV)/.installed
 # Measured from outside, on loopback: see tests/bench.py. COMPARE=1 adds a LiteLLM proxy server (make bench-deps).
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.bench $(if $(COMPARE),--compare)
+
+# CLIENTS clients for DURATION seconds against an upstream that challenges, throttles and cuts streams at random.
+load: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.load $(if $(CLIENTS),--clients $(CLIENTS)) $(if $(DURATION),--seconds $(DURATION))
 
 # litellm[proxy] in its own venv, so the comparison never changes what the gateway itself installs.
 bench-deps:
@@ -91,4 +95,4 @@ verify-units: $(VENV)/.installed
 	rm -rf .units
 
 clean:
-	rm -rf $(VENV) .bench-venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache .units bench-results.json
+	rm -rf $(VENV) .bench-venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache .units bench-results.json load-results.json

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import time
 from datetime import UTC, datetime
 from importlib import metadata
@@ -45,8 +47,17 @@ async def health(request: web.Request) -> web.Response:
                 "loaded_at": _iso(settings.loaded_at),
             },
             "cookies": {"count": len(request.app[COOKIES].jar), "names": request.app[COOKIES].names()},
+            # For leak checks (make load): these must come back down when the traffic stops.
+            "process": {"asyncio_tasks": len(asyncio.all_tasks()), "open_fds": _open_fds()},
         }
     )
+
+
+def _open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux
+        return None
 
 
 @routes.get("/health/liveliness")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class FakeUpstream:
     on_request: Callable[[web.Request], None] | None = None
     reply: list[str] = field(default_factory=lambda: list(REPLY))  # the text, one SSE chunk per piece
     record: bool = True  # benchmarks turn it off: 10,000 recorded requests are memory the proxy did not use
+    chaos: float = 0.0  # make load: this share of requests is challenged (1/2), throttled (1/4) or cut (1/4)
+    rng: random.Random = field(default_factory=lambda: random.Random(7))  # noqa: S311  # a test double's dice
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -71,7 +74,12 @@ class FakeUpstream:
             self.seen.append(seen)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        if self.gate and CLEARANCE not in request.cookies:
+        roll = self.rng.random()
+        if roll < self.chaos / 4:
+            throttled = web.json_response({"error": {"message": "slow down"}}, status=429)
+            throttled.headers["Retry-After"] = "1"
+            return body, throttled
+        if (self.gate and CLEARANCE not in request.cookies) or roll < self.chaos * 3 / 4:
             self.challenges += 1
             response = web.Response(status=503, text=CHALLENGE_PAGE, content_type="text/html")
             response.headers["Server"] = "cloudflare"
@@ -90,9 +98,10 @@ class FakeUpstream:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
+        cut_after = 2 if self.rng.random() < self.chaos / 4 else self.cut_after
         try:
             for index, event in enumerate(events):
-                if self.cut_after is not None and index >= self.cut_after:
+                if cut_after is not None and index >= cut_after:
                     # Abort the connection mid-body: a truncated chunked response.
                     assert request.transport is not None
                     request.transport.close()
@@ -301,8 +310,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--gate", action="store_true", help="answer 503 + Set-Cookie until cf_clearance is sent"
     )
+    parser.add_argument(
+        "--chaos", type=float, default=0.0, help="share of requests challenged, throttled or cut"
+    )
     args = parser.parse_args(argv)
-    fake = FakeUpstream(gate=args.gate, reply=[f"tok{i} " for i in range(args.chunks)], record=False)
+    reply = [f"tok{i} " for i in range(args.chunks)]
+    fake = FakeUpstream(gate=args.gate, reply=reply, record=False, chaos=args.chaos)
     web.run_app(fake.app(), host=args.host, port=args.port, print=None, access_log=None)
 
 

@@ -69,6 +69,9 @@ async def test_health(app_client: AppClient, settings: Settings) -> None:
     assert body["models"]["disabled"] == [{"name": "off", "missing_env": ["TEST_UNSET_KEY"]}]
     assert body["cookies"] == {"count": 0, "names": []}
     assert body["config"]["sha256"] == settings.digest
+    # For make load's leak check: this process's own tasks and descriptors (Linux has /proc).
+    assert body["process"]["asyncio_tasks"] >= 1
+    assert body["process"]["open_fds"] >= 3  # stdin, stdout, stderr at least
 
 
 async def test_liteLLM_compatible_health_probes(app_client: AppClient, settings: Settings) -> None:

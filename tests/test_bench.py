@@ -1,7 +1,9 @@
-"""The benchmark's own arithmetic and reporting, and the fake upstream's behaviours (fast, no timings)."""
+"""make bench and make load: their own arithmetic, parsing and reporting, and the fake upstream's behaviours
+(fast, no timings)."""
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 
 from tests.bench import DIALECTS, Target, goals, overhead, percentile, summary, table
 from tests.fake_upstream import CLEARANCE, FakeUpstream, Scripted
+from tests.load import classify
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -107,3 +110,54 @@ async def test_fake_upstream_behaviours(aiohttp_server: Any) -> None:
     ):
         assert quiet.status == 200
     assert len(fake.seen) == 5  # not recorded
+
+
+def test_load_classifies_what_a_client_saw() -> None:
+    done = 'data: {"choices": []}\n\ndata: [DONE]\n\n'
+    assert classify(200, done, stream=True) == "ok"
+    assert classify(200, "event: message_stop\ndata: {}\n\n", stream=True) == "ok"
+    assert classify(200, '{"id": "x"}', stream=False) == "ok"
+    assert classify(429, '{"error": {}}', stream=False) == "http_429"
+    assert classify(503, "", stream=True) == "http_503"
+    assert (
+        classify(200, 'data: {"a": 1}\n\ndata: {"error": {"code": "x"}}\n\n', stream=True) == "stream_error"
+    )
+    assert classify(200, 'event: error\ndata: {"type": "error", "error": {}}\n\n', stream=True) == (
+        "stream_error"
+    )
+    assert classify(200, "", stream=True) == "stream_error"
+    assert classify(200, 'data: {"a": 1}\n\n', stream=True) == "stream_truncated"
+
+
+async def test_fake_upstream_chaos_throttles_challenges_and_cuts(aiohttp_server: Any) -> None:
+    fake = FakeUpstream(chaos=1.0, record=False)
+    server = await aiohttp_server(fake.app())
+    url = str(server.make_url("")).rstrip("/")
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    seen: collections.Counter[str] = collections.Counter()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        for _ in range(60):
+            async with session.post(f"{url}/v1/chat/completions", json=chat) as response:
+                if response.status == 429:
+                    assert response.headers["Retry-After"] == "1"
+                    seen["throttled"] += 1
+                elif response.status == 503:
+                    assert response.headers["Server"] == "cloudflare"
+                    assert "Set-Cookie" in response.headers
+                    seen["challenged"] += 1
+                else:
+                    try:
+                        await response.read()
+                        seen["whole"] += 1
+                    except aiohttp.ClientPayloadError:
+                        seen["cut"] += 1
+    # chaos=1: a quarter throttled, half challenged, and of the streams that get through, a quarter cut.
+    assert set(seen) == {"throttled", "challenged", "cut", "whole"}
+    assert seen["challenged"] > seen["throttled"]
+    calm = FakeUpstream(chaos=0.0, record=False)
+    server = await aiohttp_server(calm.app())
+    async with aiohttp.ClientSession() as session:
+        for _ in range(20):
+            async with session.post(str(server.make_url("/v1/chat/completions")), json=chat) as response:
+                assert response.status == 200
+                assert (await response.text()).endswith("data: [DONE]\n\n")
