@@ -57,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate the config and list each model with its status")
     check.add_argument("--config", help=config_help)
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="also call each model's upstream once through the gateway's session and cookie jar (real "
+        "network) and report status, latency, cookies and memory headers; exit 1 if any call fails",
+    )
+    check.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="with --probe: probe this model id (repeatable; default: every configured model)",
+    )
+    check.add_argument("--state-dir", type=Path, help="with --probe: the cookie jar to use (as for serve)")
     return parser
 
 
@@ -67,7 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     config = args.config or os.environ.get("MEMPROXY_CONFIG") or DEFAULT_CONFIG
     if args.command == "check":
-        return check(config, sys.stdout, sys.stderr)
+        status = check(config, sys.stdout, sys.stderr)
+        if args.probe and status == 0:
+            status = run_probe(config, args, sys.stdout, sys.stderr)
+        return status
     return serve(args, config)
 
 
@@ -155,3 +171,18 @@ def check(config: str, out: TextIO, err: TextIO) -> int:
     for message in errors:
         print(f"error: {message}", file=err)
     return 1 if errors else 0
+
+
+def run_probe(config: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from aiohttp_memproxy import probe  # imported here so a plain `check` stays light (no litellm)
+
+    try:
+        settings = load_settings(config, os.environ).with_overrides(state_dir=args.state_dir)
+    except ConfigError as exc:
+        _print_config_error(exc, err)
+        return 1
+    logs.configure("console", "warning", stream=err)  # retries and challenges show; the report goes to out
+    print(f"probe (cookie jar: {settings.proxy.state_dir}):", file=out)
+    results = asyncio.run(probe.probe(settings, args.model))
+    print(probe.report(results), file=out)
+    return 1 if any(result.outcome == "error" for result in results) else 0

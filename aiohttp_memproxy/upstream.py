@@ -14,12 +14,15 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import aiohttp
 import structlog
 from aiohttp import web
+from multidict import CIMultiDict
 
 from aiohttp_memproxy.keys import COOKIES, METRICS, SETTINGS, UPSTREAM
 
@@ -75,14 +78,51 @@ class CookieStore:
             await asyncio.to_thread(self.save)
 
 
-def _mark_changes(store: CookieStore) -> aiohttp.TraceConfig:
+@dataclass(frozen=True)
+class Exchange:
+    """One upstream HTTP exchange, for whoever asked to see them (``memproxy check --probe``)."""
+
+    method: str
+    host: str
+    status: int
+    sent: CIMultiDict[str]  # the request headers as they went out, Cookie included: never print them whole
+    cookies_set: tuple[str, ...]  # names from the response's Set-Cookie
+
+
+# Set to a list around a call to collect that call's upstream exchanges; None (the default) costs nothing.
+EXCHANGES: ContextVar[list[Exchange] | None] = ContextVar("memproxy_exchanges", default=None)
+
+
+def _trace(store: CookieStore) -> aiohttp.TraceConfig:
+    """Marks the jar changed when a response sets a cookie; records exchanges where EXCHANGES asks to."""
+
+    async def on_request_headers_sent(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestHeadersSentParams,
+    ) -> None:
+        if EXCHANGES.get() is not None:
+            context.sent = CIMultiDict(params.headers)
+
     async def on_request_end(
         session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
     ) -> None:
         if "Set-Cookie" in params.response.headers:
             store.changed.set()
+        seen = EXCHANGES.get()
+        if seen is not None:
+            seen.append(
+                Exchange(
+                    method=params.method,
+                    host=params.url.host or "",
+                    status=params.response.status,
+                    sent=getattr(context, "sent", CIMultiDict()),
+                    cookies_set=tuple(params.response.cookies),
+                )
+            )
 
     trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(on_request_headers_sent)
     trace.on_request_end.append(on_request_end)
     return trace
 
@@ -101,7 +141,7 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
             total=None, connect=proxy.connect_timeout_s, sock_read=proxy.read_timeout_s
         ),
         auto_decompress=False,  # httpx (LiteLLM's side of the transport) decodes content-encoding itself
-        trace_configs=[_mark_changes(store)],
+        trace_configs=[_trace(store)],
     )
     app[UPSTREAM] = session
     app[COOKIES] = store
