@@ -31,15 +31,17 @@ from litellm.exceptions import (
     Timeout,
 )
 from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+from litellm.types.utils import shared_backend_model_info
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
 
-from aiohttp_memproxy import errors, sse
+from aiohttp_memproxy import errors, logs, sse
 from aiohttp_memproxy.models import ResolvedModel
 from aiohttp_memproxy.settings import ModelConfig, Settings
 from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, AiohttpTransport, PinnedHeaders
 
 log = structlog.get_logger()
 
+logs.adopt_library_loggers()
 # LiteLLM prints a "Give Feedback" banner to stdout on every exception: our log line says what happened.
 litellm.suppress_debug_info = True
 # /v1/messages to an OpenAI upstream: translate to chat completions (what OpenAI-compatible servers speak),
@@ -89,6 +91,21 @@ def client_kind(provider: str) -> str | None:
     return CLIENT_KIND.get(provider)
 
 
+def register_model_info(model: ModelConfig) -> None:
+    """What LiteLLM's Router does with each deployment of a config: its ``model_info`` (the fields the price
+    map knows) into ``litellm.model_cost`` under its ``provider/name``. A model the map lacks then costs a
+    lookup, not a raised and logged exception in LiteLLM's bookkeeping after every call (and its
+    ``model_info`` prices apply, as on a LiteLLM proxy).
+    """
+    if model.is_wildcard:
+        return
+    info = shared_backend_model_info(dict(model.info))
+    litellm.register_model(
+        model_cost={model.litellm_model: {"litellm_provider": model.provider, "mode": "chat", **info}},
+        persist_across_reloads=False,
+    )
+
+
 class LLMClients:
     def __init__(self, settings: Settings, transport: AiohttpTransport) -> None:
         self.settings = settings
@@ -100,6 +117,7 @@ class LLMClients:
         for model in settings.models:
             if not model.enabled or "mock_response" in model.params:
                 continue
+            register_model_info(model)
             if client_kind(model.provider) == "openai_sdk":
                 self._openai_client(model)
             elif client_kind(model.provider) is None:

@@ -23,6 +23,15 @@ QUIET_LOGGERS = {
 }
 
 
+def adopt_library_loggers() -> None:
+    """LiteLLM attaches a plain-text handler of its own at import, and its records also propagate to ours:
+    each line came out twice, once outside our format. Drop its handlers (its filters, which redact
+    secrets, stay on the loggers), so its records go through the root handler only. Called right after
+    the import."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).handlers.clear()
+
+
 def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     if fmt == "auto":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,8 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from aiohttp_memproxy import logs
 from aiohttp_memproxy.settings import Settings
-from tests.conftest import SM_KEY, UPSTREAM_KEY, AppClient
+from tests.conftest import SM_KEY, UPSTREAM_KEY, AppClient, LogLines
 from tests.fake_upstream import CLEARANCE, SIGNATURE, TOOL_INPUT, FakeUpstream, Scripted
 
 BETAS = "claude-code-20250219,interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"
@@ -412,3 +415,23 @@ async def test_claude_code_dated_ids_resolve(
     response = await client.post("/v1/messages?beta=true", json=body, headers=CLAUDE_CODE_HEADERS)
     assert response.status == 200
     assert fake.seen[-1].body["model"] == "claude-up"
+
+
+async def test_models_no_price_map_knows_log_no_errors(
+    app_client: AppClient, gateway_settings: Callable[..., Settings], log_lines: LogLines
+) -> None:
+    """The fake's models are in no LiteLLM price map. LiteLLM's own bookkeeping after each call must not log
+    an error for that (it did, with a traceback, after every Messages stream) nor write outside our format."""
+    client = await app_client(gateway_settings())
+    for stream in (False, True):
+        for path, model in (("/v1/messages", "claude-up"), ("/v1/chat/completions", "vllm-up")):
+            body = {"model": model, "max_tokens": 64, "messages": MESSAGES, "stream": stream}
+            response = await client.post(path, json=body, headers={"anthropic-version": "2023-06-01"})
+            assert response.status == 200
+            await response.read()
+    await asyncio.sleep(1)  # LiteLLM logs a finished stream from its background worker
+    assert len(log_lines.named("request")) == 4
+    assert [line for line in log_lines.events if line.get("level") in ("error", "critical")] == []
+    assert "Traceback" not in log_lines.text
+    for name in logs.QUIET_LOGGERS:  # LiteLLM's own plain-text handlers are gone: one format, once
+        assert logging.getLogger(name).handlers == []
