@@ -47,6 +47,9 @@ litellm.suppress_debug_info = True
 # /v1/messages to an OpenAI upstream: translate to chat completions (what OpenAI-compatible servers speak),
 # not to the Responses API that LiteLLM picks for openai/ by default.
 litellm.use_chat_completions_url_for_anthropic_messages = True
+# LiteLLM submits every stream chunk to a thread pool for its success callbacks; this gateway registers
+# none (its own log line and metrics say what happened), so that is CPU and GIL time for nothing.
+litellm.disable_streaming_logging = True
 
 # Which client each provider's LiteLLM code path accepts (read in litellm/main.py, proven by the cookie-gate
 # tests): the OpenAI SDK path takes an AsyncOpenAI, the base_llm_http_handler path an AsyncHTTPHandler. Any

@@ -239,6 +239,12 @@ def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=60)
+
+
 def table(targets: list[Target], goals: dict[str, Any]) -> str:
     lines = []
     for dialect in DIALECTS:
@@ -353,6 +359,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 start_to_ready_s=time.perf_counter() - started,
             )
             targets = [direct, proxy]
+            await measure(direct, None, [0])
+            await measure(proxy, direct, [0])
+            # One server at a time: an idle LiteLLM proxy still runs background jobs that would take CPU
+            # from ours on a small machine, and the other way round.
+            stop(proxy_process)
             litellm = None
             if args.compare:
                 litellm_port = free_port()
@@ -376,15 +387,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     start_to_ready_s=time.perf_counter() - started,
                 )
                 targets.append(litellm)
-            await measure(direct, None, [0])
-            await measure(proxy, direct, [0])
-            if litellm:
                 await measure(litellm, direct, [0])
         finally:
             for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(timeout=60)
+                stop(process)
     achieved = goals(proxy, litellm)
     print(table(targets, achieved))
     report = {
