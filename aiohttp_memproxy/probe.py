@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -25,6 +25,8 @@ from aiohttp_memproxy.routing import USER_ID_HEADER
 from aiohttp_memproxy.runtime import Runtime
 from aiohttp_memproxy.settings import Settings
 from aiohttp_memproxy.upstream import EXCHANGES, Exchange
+
+log = structlog.get_logger()
 
 PING = [{"role": "user", "content": "Reply with the word ok."}]
 MAX_TOKENS = 16
@@ -41,9 +43,6 @@ class ProbeResult:
     cookies_set: list[str] = field(default_factory=list)
     cookies_sent: list[str] = field(default_factory=list)  # names the jar replayed on the last attempt
     memory_headers: dict[str, str] = field(default_factory=dict)  # name -> value for the user id, else "set"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in self.__dict__.items() if value not in (None, "", [], {})}
 
 
 def targets(settings: Settings, names: Sequence[str]) -> list[str]:
@@ -88,6 +87,10 @@ async def _one(runtime: Runtime, name: str) -> ProbeResult:
             await runtime.llm.chat(resolved, {"messages": PING, "max_tokens": MAX_TOKENS}, memory)
     except errors.ProxyError as exc:
         result.outcome, result.detail = "error", f"{exc.status} {exc.code}: {exc.message}"
+    except Exception as exc:  # an operator's tool reports what failed and goes on to the next model
+        # The class only: a foreign exception's text can carry a URL or a key.
+        result.outcome, result.detail = "error", f"unexpected {type(exc).__name__}"
+        log.warning("probe_failed", model=name, error=type(exc).__name__)
     finally:
         EXCHANGES.reset(token)
     result.latency_ms = round((time.perf_counter() - started) * 1000, 1)
