@@ -234,6 +234,22 @@ def _triple(values: dict[str, float] | None) -> str:
     return "/".join(f"{v:.1f}" for v in values.values()) if values else "-"
 
 
+def serve_command(config: Path, port: int, state_dir: Path) -> list[str]:
+    """The gateway as a child process: the real CLI, on loopback."""
+    return [
+        sys.executable,
+        "-m",
+        "aiohttp_memproxy",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir),
+    ]
+
+
 def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     """A child process whose output is not read (the bench measures it from outside)."""
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -338,17 +354,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             config = write_config(Path(tmp), upstream)
             port = free_port()
             started = time.perf_counter()
-            serve = [
-                sys.executable,
-                "-m",
-                "aiohttp_memproxy",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-            ]
-            proxy_process = spawn([*serve, "--state-dir", str(Path(tmp) / "state")], env)
+            proxy_process = spawn(serve_command(config, port, Path(tmp) / "state"), env)
             processes.append(proxy_process)
             await wait_port(f"http://127.0.0.1:{port}", "/health/readiness")
             direct = Target("direct", upstream)

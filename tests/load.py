@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.bench import HEADERS, MESSAGES, free_port, spawn, wait_port, write_config
+from tests.bench import HEADERS, MESSAGES, free_port, serve_command, spawn, wait_port, write_config
 
 KEEPALIVE_DRAIN_S = 35
 KINDS = (
@@ -91,21 +91,7 @@ async def run(args: argparse.Namespace) -> int:
             upstream = f"http://127.0.0.1:{up_port}"
             await wait_port(upstream, "/")
             config = write_config(Path(tmp), upstream)
-            proxy = spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "aiohttp_memproxy",
-                    "serve",
-                    "--config",
-                    str(config),
-                    "--port",
-                    str(port),
-                    "--state-dir",
-                    str(Path(tmp) / "state"),
-                ],
-                env,
-            )
+            proxy = spawn(serve_command(config, port, Path(tmp) / "state"), env)
             processes.append(proxy)
             base = f"http://127.0.0.1:{port}"
             await wait_port(base, "/health/readiness")

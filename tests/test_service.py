@@ -7,7 +7,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 import yaml
 
 from aiohttp_memproxy.service import sd_notify
+from tests.bench import serve_command
 from tests.conftest import MESSAGES, base_config
 from tests.fake_upstream import CLEARANCE, FakeUpstream
 from tests.test_cli import free_port, wait_ready
@@ -38,20 +38,7 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
 
 def start(config: Path, port: int, state: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aiohttp_memproxy",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state),
-            "--log-format",
-            "json",
-        ],
+        [*serve_command(config, port, state), "--log-format", "json"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
