@@ -22,13 +22,20 @@ from typing import Any
 
 import aiohttp
 
-from tests.bench import HEADERS, MESSAGES, free_port, serve_command, spawn, wait_port, write_config
+from tests.bench import (
+    DIALECTS,
+    HEADERS,
+    Target,
+    body_for,
+    free_port,
+    serve_command,
+    spawn,
+    stop,
+    wait_port,
+    write_config,
+)
 
 KEEPALIVE_DRAIN_S = 35
-KINDS = (
-    ("openai", "/v1/chat/completions", "bench-openai", {}),
-    ("anthropic", "/v1/messages", "bench-anthropic", {"max_tokens": 64}),
-)
 
 
 def classify(status: int, text: str, stream: bool) -> str:
@@ -45,17 +52,17 @@ def classify(status: int, text: str, stream: bool) -> str:
 
 async def client(
     session: aiohttp.ClientSession,
-    base: str,
+    target: Target,
     deadline: float,
     outcomes: collections.Counter[str],
     rng: random.Random,
 ) -> None:
     while time.monotonic() < deadline:
-        dialect, path, model, extra = rng.choice(KINDS)
+        dialect = rng.choice(list(DIALECTS))
         stream = rng.random() < 0.5
-        body = {"model": model, "messages": MESSAGES, "stream": stream, **extra}
+        url = target.base + DIALECTS[dialect]["path"]
         try:
-            async with session.post(base + path, json=body, headers=HEADERS) as response:
+            async with session.post(url, json=body_for(dialect, target, stream), headers=HEADERS) as response:
                 text = await response.text()
                 outcomes[f"{dialect}:{classify(response.status, text, stream)}"] += 1
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -95,6 +102,7 @@ async def run(args: argparse.Namespace) -> int:
             processes.append(proxy)
             base = f"http://127.0.0.1:{port}"
             await wait_port(base, "/health/readiness")
+            target = Target("memproxy", base)
             timeout = aiohttp.ClientTimeout(total=120)
             rng = random.Random(11)  # noqa: S311  # load shape, not security
             outcomes: collections.Counter[str] = collections.Counter()
@@ -104,7 +112,7 @@ async def run(args: argparse.Namespace) -> int:
                 # Warm-up first (lazy imports, pools, LiteLLM's own workers), so "before" is a steady state.
                 await asyncio.gather(
                     *(
-                        client(session, base, time.monotonic() + 3, collections.Counter(), rng)
+                        client(session, target, time.monotonic() + 3, collections.Counter(), rng)
                         for _ in range(4)
                     )
                 )
@@ -116,7 +124,7 @@ async def run(args: argparse.Namespace) -> int:
                 before = (await health(session, base))["process"]
                 deadline = time.monotonic() + args.seconds
                 await asyncio.gather(
-                    *(client(session, base, deadline, outcomes, rng) for _ in range(args.clients))
+                    *(client(session, target, deadline, outcomes, rng) for _ in range(args.clients))
                 )
             await asyncio.sleep(KEEPALIVE_DRAIN_S)
             async with aiohttp.ClientSession() as session:
@@ -124,9 +132,7 @@ async def run(args: argparse.Namespace) -> int:
             alive = proxy.poll() is None
         finally:
             for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(timeout=60)
+                stop(process)
     total = sum(outcomes.values())
     ok = sum(count for kind, count in outcomes.items() if kind.endswith(":ok"))
     report = {
