@@ -80,9 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     config = args.config or os.environ.get("MEMPROXY_CONFIG") or DEFAULT_CONFIG
     if args.command == "check":
-        status = check(config, sys.stdout, sys.stderr)
+        try:
+            settings = load_settings(config, os.environ)
+        except ConfigError as exc:
+            _print_config_error(exc, sys.stderr)
+            return 1
+        status = check(settings, sys.stdout, sys.stderr)
         if args.probe and status == 0:
-            status = run_probe(config, args, sys.stdout, sys.stderr)
+            status = run_probe(settings, args.state_dir, args.model, sys.stdout, sys.stderr)
         return status
     return serve(args, config)
 
@@ -145,12 +150,7 @@ def _run(settings: Settings) -> int:
     return 0
 
 
-def check(config: str, out: TextIO, err: TextIO) -> int:
-    try:
-        settings = load_settings(config, os.environ)
-    except ConfigError as exc:
-        _print_config_error(exc, err)
-        return 1
+def check(settings: Settings, out: TextIO, err: TextIO) -> int:
     print(f"config: {settings.source} (sha256 {settings.digest[:12]})", file=out)
     print("models:", file=out)
     width = max(len(model.name) for model in settings.models)
@@ -173,16 +173,18 @@ def check(config: str, out: TextIO, err: TextIO) -> int:
     return 1 if errors else 0
 
 
-def run_probe(config: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run_probe(
+    settings: Settings, state_dir: Path | None, models: Sequence[str], out: TextIO, err: TextIO
+) -> int:
     from aiohttp_memproxy import probe  # imported here so a plain `check` stays light (no litellm)
 
     try:
-        settings = load_settings(config, os.environ).with_overrides(state_dir=args.state_dir)
+        settings = settings.with_overrides(state_dir=state_dir)
     except ConfigError as exc:
         _print_config_error(exc, err)
         return 1
     logs.configure("console", "warning", stream=err)  # retries and challenges show; the report goes to out
     print(f"probe (cookie jar: {settings.proxy.state_dir}):", file=out)
-    results = asyncio.run(probe.probe(settings, args.model))
+    results = asyncio.run(probe.probe(settings, models))
     print(probe.report(results), file=out)
     return 1 if any(result.outcome == "error" for result in results) else 0

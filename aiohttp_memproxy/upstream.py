@@ -82,8 +82,6 @@ class CookieStore:
 class Exchange:
     """One upstream HTTP exchange, for whoever asked to see them (``memproxy check --probe``)."""
 
-    method: str
-    host: str
     status: int
     sent: CIMultiDict[str]  # the request headers as they went out, Cookie included: never print them whole
     cookies_set: tuple[str, ...]  # names from the response's Set-Cookie
@@ -113,8 +111,6 @@ def _trace(store: CookieStore) -> aiohttp.TraceConfig:
         if seen is not None:
             seen.append(
                 Exchange(
-                    method=params.method,
-                    host=params.url.host or "",
                     status=params.response.status,
                     sent=getattr(context, "sent", CIMultiDict()),
                     cookies_set=tuple(params.response.cookies),
