@@ -15,7 +15,7 @@ from aiohttp_memproxy.settings import (
 )
 from tests.conftest import SHIPPED_CONFIG, base_config
 
-SECRET = "sk-ant-secret-value-never-printed-0123456789"
+SECRET = "fake-anthropic-value-never-printed-0123456789"  # a test value, not a key
 
 
 def model(name: str, litellm_model: str, **params: Any) -> dict[str, Any]:
