@@ -1,10 +1,11 @@
-"""The only module that imports litellm: per-provider clients over our transport, calls, error mapping.
+"""The calls into LiteLLM: chat completions, Messages, count_tokens, and the clients they get.
 
-LiteLLM blocks cookies on every client it builds and caches clients per provider, so it must never build one:
-each call gets ours. ``anthropic/`` and ``hosted_vllm/`` (LiteLLM's base_llm_http_handler path) take
-``client=AsyncHTTPHandler(transport=...)``; ``openai/`` takes an ``AsyncOpenAI`` whose ``http_client``
-uses our transport and whose own ``base_url``/``api_key`` are used: one per (api_base, api_key),
-built at startup, closed at shutdown.
+Every HTTP request LiteLLM makes goes through our transport: the clients LiteLLM builds for itself get it
+from the seam (``litellm_seam``), which sends through the transport this module makes current before each
+call. Per-call clients stay where LiteLLM honours them and they add something: ``openai/`` gets an
+``AsyncOpenAI`` (one per api_base and key, ``max_retries=0``: retries are the transport's), ``anthropic/``
+a handler that restores the client's own ``anthropic-beta`` bytes. Failures become ProxyError through
+``llm_errors``, which is told whether anything left the gateway.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at import
 
 import asyncio
+import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
+from importlib import metadata
 from typing import Any
 
 import httpx
@@ -23,21 +26,16 @@ import litellm
 import openai
 import structlog
 from litellm.anthropic_interface import messages as anthropic_messages
-from litellm.exceptions import (
-    APIConnectionError,
-    ContentPolicyViolationError,
-    ContextWindowExceededError,
-    MidStreamFallbackError,
-    Timeout,
-)
 from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 from litellm.types.utils import shared_backend_model_info
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
 
 from aiohttp_memproxy import errors, logs, sse
+from aiohttp_memproxy.litellm_seam import CURRENT
+from aiohttp_memproxy.llm_errors import UPSTREAM_ERRORS, to_proxy_error, untranslatable_stream
 from aiohttp_memproxy.models import ResolvedModel
-from aiohttp_memproxy.settings import ModelConfig, Settings
-from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, AiohttpTransport, PinnedHeaders
+from aiohttp_memproxy.settings import ConfigError, ModelConfig, Settings
+from aiohttp_memproxy.transport import OUTBOUND, AiohttpTransport, Outbound, PinnedHeaders
 
 log = structlog.get_logger()
 
@@ -50,10 +48,12 @@ litellm.use_chat_completions_url_for_anthropic_messages = True
 # LiteLLM submits every stream chunk to a thread pool for its success callbacks; this gateway registers
 # none (its own log line and metrics say what happened), so that is CPU and GIL time for nothing.
 litellm.disable_streaming_logging = True
+# Token counting for some models (groq/, together_ai/ llama) would download a HuggingFace tokenizer on the
+# request path (retrying ~23 s offline); LiteLLM's own offline switch makes it use its bundled tiktoken.
+litellm.disable_hf_tokenizer_download = True
 
-# Which client each provider's LiteLLM code path accepts (read in litellm/main.py, proven by the cookie-gate
-# tests): the OpenAI SDK path takes an AsyncOpenAI, the base_llm_http_handler path an AsyncHTTPHandler. Any
-# other provider would make LiteLLM build its own cookie-less client, so it is refused, never silently used.
+# Providers given a per-call client (read in litellm/main.py): the OpenAI SDK path takes an AsyncOpenAI, the
+# base_llm_http_handler path an AsyncHTTPHandler. Every other provider gets its client from the seam.
 CLIENT_KIND = {"openai": "openai_sdk", "anthropic": "http_handler", "hosted_vllm": "http_handler"}
 # What a client may set in a chat request: OpenAI's own parameters (from the SDK, so new ones follow it),
 # plus LiteLLM extensions IDE clients use. Never api_key/api_base/client: a client must not redirect our key.
@@ -88,10 +88,22 @@ DEFAULT_ANTHROPIC_BASE = "https://api.anthropic.com"
 MAX_PINNED_HANDLERS = 32
 # litellm_params we hand over ourselves, or that LiteLLM must not see as kwargs.
 OWN_PARAMS = frozenset({"model", "extra_headers"})
+# model_info keys a config may set over LiteLLM's map (custom prices, as on a LiteLLM proxy).
+PRICE_SUFFIXES = ("_cost_per_token", "_cost_per_second", "_cost_per_request", "_token_cost")
+LITELLM_VERSION = metadata.version("litellm")
 
 
 def client_kind(provider: str) -> str | None:
     return CLIENT_KIND.get(provider)
+
+
+def _known_info(model: ModelConfig) -> dict[str, Any] | None:
+    """What LiteLLM's price map says of this model, or None when it does not know it."""
+    try:
+        known: dict[str, Any] = dict(litellm.get_model_info(model.litellm_model))
+    except Exception:  # LiteLLM raises a bare Exception for a model its map lacks
+        return None
+    return known
 
 
 def register_model_info(model: ModelConfig) -> None:
@@ -99,14 +111,43 @@ def register_model_info(model: ModelConfig) -> None:
     map knows) into ``litellm.model_cost`` under its ``provider/name``. A model the map lacks then costs a
     lookup, not a raised and logged exception in LiteLLM's bookkeeping after every call (and its
     ``model_info`` prices apply, as on a LiteLLM proxy).
+
+    What the map already says is kept: a responses-only model (``mode: responses``) must stay one, or
+    LiteLLM sends it to chat completions, which its upstream refuses. The config fills in what the map
+    lacks, and may set prices (as on a LiteLLM proxy); ``mode: chat`` is assumed only for an unknown model.
     """
     if model.is_wildcard:
         return
     info = shared_backend_model_info(dict(model.info))
-    litellm.register_model(
-        model_cost={model.litellm_model: {"litellm_provider": model.provider, "mode": "chat", **info}},
-        persist_across_reloads=False,
-    )
+    known = _known_info(model)
+    if known is None:
+        entry: dict[str, Any] = {"litellm_provider": model.provider, "mode": "chat", **info}
+    else:
+        entry = {
+            key: value
+            for key, value in info.items()
+            if known.get(key) is None or key.endswith(PRICE_SUFFIXES)
+        }
+        if not entry:
+            return
+    litellm.register_model(model_cost={model.litellm_model: entry}, persist_across_reloads=False)
+
+
+def provider_errors(settings: Settings) -> list[str]:
+    """Models whose provider LiteLLM cannot serve: refused at startup, named by their key path."""
+    found = []
+    for index, model in enumerate(settings.models):
+        try:
+            litellm.get_llm_provider(
+                model=model.litellm_model.replace("*", "x"),
+                custom_llm_provider=model.params.get("custom_llm_provider"),
+            )
+        except Exception:  # LiteLLM's BadRequestError, whose text we do not echo
+            found.append(
+                f"model_list[{index}].litellm_params.model: LiteLLM {LITELLM_VERSION} has no provider "
+                f"{model.provider!r} (model {model.name!r})"
+            )
+    return found
 
 
 class LLMClients:
@@ -117,14 +158,15 @@ class LLMClients:
         self._openai: dict[tuple[str | None, str], openai.AsyncOpenAI] = {}
         self._pinned: OrderedDict[tuple[tuple[str, str], ...], AsyncHTTPHandler] = OrderedDict()
         self.closed = False
+        problems = provider_errors(settings)
+        if problems:
+            raise ConfigError(str(settings.source), problems)
         for model in settings.models:
             if not model.enabled or "mock_response" in model.params:
                 continue
             register_model_info(model)
             if client_kind(model.provider) == "openai_sdk":
                 self._openai_client(model)
-            elif client_kind(model.provider) is None:
-                log.warning("provider_unsupported", model=model.name, provider=model.provider)
 
     def _pinned_handler(self, exact: tuple[tuple[str, str], ...]) -> AsyncHTTPHandler:
         """A handler whose transport restores the client's Anthropic headers (LiteLLM sorts the betas).
@@ -168,9 +210,25 @@ class LLMClients:
                 return self._openai_client(model)
             case "http_handler":
                 return self._http_handler
-        raise errors.NotSupported(
-            f"model {model.name!r}: provider {model.provider!r} is not supported by this gateway yet"
-        )
+        return None  # LiteLLM builds one, from the seam: our transport all the same
+
+    @contextlib.contextmanager
+    def _call(self, model: str, request: Mapping[str, Any]) -> Iterator[None]:
+        """Around one call into LiteLLM: our transport current for its clients, and its failures as ours.
+
+        What LiteLLM raises before any request left is a request it could not translate: whatever its
+        class, a 400 (``llm_errors.local_error``). After a request left, LiteLLM's and httpx's errors are
+        the upstream's; anything else is a bug of ours or LiteLLM's, left to aiohttp's 500.
+        """
+        CURRENT.set(self._transport)
+        outbound = Outbound()
+        OUTBOUND.set(outbound)
+        try:
+            yield
+        except Exception as exc:
+            if outbound.attempts and not isinstance(exc, UPSTREAM_ERRORS):
+                raise
+            raise to_proxy_error(exc, model, left=outbound.attempts > 0, sent=tuple(request)) from exc
 
     def _kwargs(
         self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]
@@ -199,10 +257,8 @@ class LLMClients:
     ) -> Any:
         """``litellm.acompletion``: a ModelResponse, or a CustomStreamWrapper when ``stream`` is set."""
         kwargs = self._kwargs(resolved, request, headers)
-        try:
+        with self._call(resolved.config.name, request):
             return await litellm.acompletion(**kwargs)
-        except (openai.OpenAIError, httpx.HTTPError) as exc:
-            raise to_proxy_error(exc, resolved.config.name) from exc
 
     async def messages(
         self,
@@ -228,10 +284,8 @@ class LLMClients:
             kwargs["extra_headers"] = {**kwargs.get("extra_headers", {}), **dict(exact)}
             if exact:
                 kwargs["client"] = self._pinned_handler(exact)
-        try:
+        with self._call(model.name, request):
             return await anthropic_messages.acreate(**kwargs)
-        except (openai.OpenAIError, httpx.HTTPError) as exc:
-            raise to_proxy_error(exc, model.name) from exc
 
     @staticmethod
     async def events(stream: Any, model: ModelConfig) -> AsyncGenerator[bytes, None]:
@@ -254,8 +308,12 @@ class LLMClients:
                         f"model {model.name!r}: the upstream could not be reached or broke off"
                     )
                 yield frame
-        except (openai.OpenAIError, httpx.HTTPError) as exc:
+        except errors.ProxyError:
+            raise
+        except UPSTREAM_ERRORS as exc:
             raise to_proxy_error(exc, model.name) from exc
+        except Exception as exc:
+            raise untranslatable_stream(exc, model.name) from exc
         finally:
             close = getattr(stream, "aclose", None)
             if close is not None:
@@ -274,7 +332,8 @@ class LLMClients:
             messages = list(request.get("messages") or [])
             if isinstance(request.get("system"), str):
                 messages.insert(0, {"role": "system", "content": request["system"]})
-            count = litellm.token_counter(model=resolved.litellm_model, messages=messages)
+            with self._call(model.name, request):
+                count = litellm.token_counter(model=resolved.litellm_model, messages=messages)
             return {"input_tokens": int(count)}
         base = str(model.params.get("api_base") or DEFAULT_ANTHROPIC_BASE).rstrip("/")
         url = base if base.endswith("/v1/messages/count_tokens") else f"{base}/v1/messages/count_tokens"
@@ -292,10 +351,8 @@ class LLMClients:
         if model.params.get("api_key"):
             upstream_headers["x-api-key"] = str(model.params["api_key"])
         body = {**request, "model": resolved.litellm_model.partition("/")[2] or resolved.litellm_model}
-        try:
+        with self._call(model.name, request):
             response = await self._http_handler.post(url, json=body, headers=upstream_headers)
-        except (openai.OpenAIError, httpx.HTTPError) as exc:
-            raise to_proxy_error(exc, model.name) from exc
         result: dict[str, Any] = response.json()
         return result
 
@@ -305,8 +362,10 @@ class LLMClients:
         try:
             async for chunk in stream:
                 yield chunk.model_dump_json(exclude_none=True)
-        except (openai.OpenAIError, httpx.HTTPError) as exc:
+        except UPSTREAM_ERRORS as exc:
             raise to_proxy_error(exc, model_name) from exc
+        except Exception as exc:
+            raise untranslatable_stream(exc, model_name) from exc
         finally:
             await stream.aclose()
 
@@ -315,106 +374,3 @@ class LLMClients:
         for handler in (self._http_handler, *self._pinned.values()):
             await handler.close()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
         await asyncio.gather(*(client.close() for client in self._openai.values()))
-
-
-def _retry_after(exc: BaseException) -> dict[str, str]:
-    """The upstream's Retry-After, wherever LiteLLM kept it; only that header is passed on."""
-    response = getattr(exc, "response", None)
-    for headers in (
-        getattr(exc, "litellm_response_headers", None),
-        response.headers if isinstance(response, httpx.Response) else None,
-        getattr(exc, "headers", None),
-    ):
-        if headers:
-            value = {str(k).lower(): v for k, v in dict(headers).items()}.get("retry-after")
-            if value:
-                return {"Retry-After": str(value)}
-    return {}
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    found: list[BaseException] = []
-    seen: BaseException | None = exc
-    while seen is not None and len(found) < 16:
-        found.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    return found
-
-
-def _upstream_status(exc: BaseException) -> int | None:
-    """The upstream's own status. LiteLLM re-raises some (a 529, an HTML 502) as 500, but keeps the response
-    headers, where our transport wrote the real one; else the deepest status in the exception chain."""
-    for error in _chain(exc):
-        for headers in (getattr(error, "litellm_response_headers", None), getattr(error, "headers", None)):
-            if headers:
-                value = {str(k).lower(): v for k, v in dict(headers).items()}.get(UPSTREAM_STATUS_HEADER)
-                if value and str(value).isdigit():
-                    return int(value)
-    found: int | None = None
-    for error in _chain(exc):
-        status = error.response.status_code if isinstance(error, httpx.HTTPStatusError) else None
-        status = status or getattr(error, "status_code", None)
-        if isinstance(status, int):
-            found = status
-    return found
-
-
-def to_proxy_error(exc: BaseException, model: str) -> errors.ProxyError:
-    """One table, most specific first. Messages are ours: LiteLLM's text can carry URLs and keys."""
-    # The class and status only: enough to diagnose, nothing that could carry a key.
-    log.warning(
-        "upstream_error",
-        error=type(exc).__name__,
-        upstream_status=getattr(exc, "status_code", None),
-        cause=type(exc.__cause__).__name__ if exc.__cause__ else None,
-    )
-    where = f"model {model!r}"
-    original = getattr(exc, "original_exception", None)
-    if isinstance(exc, MidStreamFallbackError) and isinstance(original, BaseException):
-        return to_proxy_error(original, model)  # what broke the stream, not LiteLLM's wrapper
-    # Our transport's own errors are the truth about the connection, however LiteLLM wrapped them.
-    for error in _chain(exc):
-        if isinstance(error, httpx.TimeoutException):
-            return errors.UpstreamTimeout(f"{where}: the upstream timed out")
-        if isinstance(error, httpx.TransportError):
-            return errors.UpstreamUnreachable(f"{where}: the upstream could not be reached or broke off")
-    match exc:
-        case ContextWindowExceededError():
-            return errors.InvalidRequest(
-                f"{where}: the request exceeds the model's context window", code="context_length_exceeded"
-            )
-        case ContentPolicyViolationError():
-            return errors.InvalidRequest(f"{where}: the upstream refused the content", code="content_policy")
-        case Timeout() | httpx.TimeoutException():
-            return errors.UpstreamTimeout(f"{where}: the upstream timed out")
-        case APIConnectionError() | httpx.TransportError():
-            return errors.UpstreamUnreachable(f"{where}: the upstream could not be reached or broke off")
-    # LiteLLM's class does not always match the upstream's status (a 401 can come as BadRequestError):
-    # the status decides.
-    status = _upstream_status(exc)
-    match status:
-        case 400 | 422:
-            return errors.InvalidRequest(f"{where}: the upstream rejected the request as invalid")
-        case 401:
-            return errors.AuthenticationFailed(
-                f"{where}: the upstream rejected the gateway's credentials", code="upstream_authentication"
-            )
-        case 403:
-            return errors.PermissionDenied(f"{where}: the upstream denied access")
-        case 404:
-            return errors.NotFound(f"{where}: the upstream does not know this model")
-        case 408 | 504:
-            return errors.UpstreamTimeout(f"{where}: the upstream timed out")
-        case 413:
-            return errors.RequestTooLarge(f"{where}: the upstream refused the request as too large")
-        case 429:
-            return errors.RateLimited(f"{where}: the upstream is rate limiting", headers=_retry_after(exc))
-        case 503 | 529:
-            return errors.ServiceUnavailable(
-                f"{where}: the upstream is unavailable", headers=_retry_after(exc)
-            )
-    if isinstance(status, int) and 500 <= status <= 599:  # the upstream's own server error, as it was
-        return errors.ProxyError(
-            f"{where}: the upstream failed (status {status})", status=status, code="upstream_error"
-        )
-    return errors.UpstreamUnreachable(f"{where}: the upstream failed", code="upstream_error")

@@ -11,6 +11,7 @@ import asyncio
 import email.utils
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import aiohttp
@@ -39,6 +40,17 @@ EXCEPTION_TABLE: tuple[tuple[type[BaseException], type[httpx.TransportError]], .
     (aiohttp.ClientOSError, httpx.NetworkError),
     (aiohttp.ClientError, httpx.NetworkError),
 )
+
+
+@dataclass
+class Outbound:
+    """What one gateway call sent upstream: an error says where it happened (the gateway, or the upstream)."""
+
+    attempts: int = 0  # requests that tried to leave, whether or not they connected
+
+
+# Set by llm for each call; None outside one (forward mode, the probe's own requests).
+OUTBOUND: ContextVar[Outbound | None] = ContextVar("memproxy_outbound", default=None)
 
 
 def translate(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
@@ -121,8 +133,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             body = _iter_request(request)
             replayable = False
         attempts, immediate_used, backoffs = 0, False, 0
+        outbound = OUTBOUND.get()
         while True:
             attempts += 1
+            if outbound is not None:
+                outbound.attempts += 1
             response = await self._send(request, body)
             self._metrics.upstream_attempts.inc()
             structlog.contextvars.bind_contextvars(attempts=attempts)

@@ -1,5 +1,6 @@
-"""A local upstream speaking OpenAI and Anthropic, JSON and SSE, able to gate on cookies like Cloudflare,
-delay, fail on script, and cut a stream short. Used by the tests (on aiohttp_server) and the benchmarks."""
+"""A local upstream speaking each provider's dialect (OpenAI chat and Responses, Anthropic, Gemini, Ollama,
+Bedrock Converse, Cohere v2), JSON and streams, able to gate on cookies like Cloudflare, delay, fail on
+script, and cut a stream short. Used by the tests (on aiohttp_server) and the benchmarks."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests import fake_dialects
 
 CLEARANCE = "cf_clearance"
 CHALLENGE_PAGE = (
@@ -61,6 +64,13 @@ class FakeUpstream:
         app.router.add_post("/chat/completions", self.chat)
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
+        app.router.add_post("/v1/responses", self.responses)
+        app.router.add_post("/api/chat", self.ollama)
+        app.router.add_post("/v2/chat", self.cohere)
+        app.router.add_post("/model/{model_id}/{operation}", self.bedrock)
+        app.router.add_post("/{prefix:.*}models/{action}", self.gemini)
+        # azure/ (/openai/deployments/{name}/...), groq/ (/openai/v1), openrouter/ (/api/v1), databricks/ ...
+        app.router.add_post("/{prefix:.*}chat/completions", self.chat)
         return app
 
     @property
@@ -93,10 +103,10 @@ class FakeUpstream:
             return body, web.json_response(step.body, status=step.status, headers=step.headers)
         return body, None
 
-    async def _sse(self, request: web.Request, events: list[bytes]) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
+    async def _sse(
+        self, request: web.Request, events: list[bytes], content_type: str = "text/event-stream"
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
         await response.prepare(request)
         cut_after = 2 if self.rng.random() < self.chaos / 4 else self.cut_after
         try:
@@ -158,6 +168,7 @@ class FakeUpstream:
                         }
                     ],
                     "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+                    "service_tier": "default",  # groq/'s parser reads it
                 }
             )
 
@@ -297,6 +308,49 @@ class FakeUpstream:
             event("message_stop", {}),
         ]
         return await self._sse(request, events)
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._intercept(request)
+        if early is not None:
+            return early
+        model = body.get("model", "m")
+        if not body.get("stream"):
+            return web.json_response(fake_dialects.response_object(model, "".join(self.reply)))
+        return await self._sse(request, fake_dialects.response_events(model, self.reply))
+
+    async def gemini(self, request: web.Request) -> web.StreamResponse:
+        _, early = await self._intercept(request)
+        if early is not None:
+            return early
+        if request.match_info["action"].endswith(":generateContent"):
+            return web.json_response(fake_dialects.gemini_chunk("".join(self.reply), "STOP"))
+        return await self._sse(request, fake_dialects.gemini_events(self.reply))
+
+    async def ollama(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._intercept(request)
+        if early is not None:
+            return early
+        model = body.get("model", "m")
+        if body.get("stream") is False:
+            return web.json_response(fake_dialects.ollama_done(model, "".join(self.reply)))
+        return await self._sse(request, fake_dialects.ollama_lines(model, self.reply), "application/x-ndjson")
+
+    async def bedrock(self, request: web.Request) -> web.StreamResponse:
+        _, early = await self._intercept(request)
+        if early is not None:
+            return early
+        if request.match_info["operation"] == "converse":
+            return web.json_response(fake_dialects.converse_body("".join(self.reply)))
+        frames = fake_dialects.converse_frames(self.reply)
+        return await self._sse(request, frames, "application/vnd.amazon.eventstream")
+
+    async def cohere(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._intercept(request)
+        if early is not None:
+            return early
+        if not body.get("stream"):
+            return web.json_response(fake_dialects.cohere_body("".join(self.reply)))
+        return await self._sse(request, fake_dialects.cohere_lines(self.reply), "application/x-ndjson")
 
 
 def main(argv: list[str] | None = None) -> None:
