@@ -134,6 +134,7 @@ def serve(args: argparse.Namespace, config: str) -> int:
 
 def _run(settings: Settings) -> int:
     from aiohttp_memproxy import service  # imported here so `check` stays light (no litellm)
+    from aiohttp_memproxy.litellm_seam import SeamError
 
     proxy = settings.proxy
     log.info(
@@ -145,7 +146,15 @@ def _run(settings: Settings) -> int:
         state_dir=str(proxy.state_dir),
         models=len(settings.models),
     )
-    asyncio.run(service.serve(settings))
+    try:
+        asyncio.run(service.serve(settings))
+    except ConfigError as exc:  # what only LiteLLM can judge (a provider it does not have)
+        for error in exc.errors:
+            log.error("refusing_to_start", path=exc.source, reason=error)
+        return 1
+    except SeamError as exc:  # our words: LiteLLM's internals moved, or its Rust path is forced on
+        log.error("refusing_to_start", reason=str(exc))
+        return 1
     log.info("stopped")
     return 0
 
@@ -177,6 +186,7 @@ def run_probe(
     settings: Settings, state_dir: Path | None, models: Sequence[str], out: TextIO, err: TextIO
 ) -> int:
     from aiohttp_memproxy import probe  # imported here so a plain `check` stays light (no litellm)
+    from aiohttp_memproxy.litellm_seam import SeamError
 
     try:
         settings = settings.with_overrides(state_dir=state_dir)
@@ -185,6 +195,13 @@ def run_probe(
         return 1
     logs.configure("console", "warning", stream=err)  # retries and challenges show; the report goes to out
     print(f"probe (cookie jar: {settings.proxy.state_dir}):", file=out)
-    results = asyncio.run(probe.probe(settings, models))
+    try:
+        results = asyncio.run(probe.probe(settings, models))
+    except ConfigError as exc:  # what only LiteLLM can judge (a provider it does not have)
+        _print_config_error(exc, err)
+        return 1
+    except SeamError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
     print(probe.report(results), file=out)
     return 1 if any(result.outcome == "error" for result in results) else 0

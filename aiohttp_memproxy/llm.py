@@ -51,6 +51,9 @@ litellm.disable_streaming_logging = True
 # Token counting for some models (groq/, together_ai/ llama) would download a HuggingFace tokenizer on the
 # request path (retrying ~23 s offline); LiteLLM's own offline switch makes it use its bundled tiktoken.
 litellm.disable_hf_tokenizer_download = True
+# Messages to gemini/: LiteLLM would turn Claude Code's cache_control into a call to Gemini's context-caching
+# API (creating cached content, another endpoint) before the request; Gemini caches prefixes implicitly.
+litellm.disable_anthropic_gemini_context_caching_transform = True
 
 # Providers given a per-call client (read in litellm/main.py): the OpenAI SDK path takes an AsyncOpenAI, the
 # base_llm_http_handler path an AsyncHTTPHandler. Every other provider gets its client from the seam.
@@ -91,16 +94,23 @@ OWN_PARAMS = frozenset({"model", "extra_headers"})
 # model_info keys a config may set over LiteLLM's map (custom prices, as on a LiteLLM proxy).
 PRICE_SUFFIXES = ("_cost_per_token", "_cost_per_second", "_cost_per_request", "_token_cost")
 LITELLM_VERSION = metadata.version("litellm")
+# Marks a price-map entry this gateway registered for a model LiteLLM did not know (LiteLLM ignores the key).
+ASSUMED = "memproxy_assumed"
+# Models whose LiteLLM knowledge is remembered (wildcards resolve to any name a client sends): bounded.
+MAX_KNOWN_MEMO = 1024
 
 
 def client_kind(provider: str) -> str | None:
     return CLIENT_KIND.get(provider)
 
 
-def _known_info(model: ModelConfig) -> dict[str, Any] | None:
-    """What LiteLLM's price map says of this model, or None when it does not know it."""
+def _known_info(litellm_model: str) -> dict[str, Any] | None:
+    """What LiteLLM's price map says of this model, or None when it does not know it (an entry we registered
+    for an unknown model, in this process, by any app, is not knowledge)."""
+    if litellm.model_cost.get(litellm_model, {}).get(ASSUMED):
+        return None
     try:
-        known: dict[str, Any] = dict(litellm.get_model_info(model.litellm_model))
+        known: dict[str, Any] = dict(litellm.get_model_info(litellm_model))
     except Exception:  # LiteLLM raises a bare Exception for a model its map lacks
         return None
     return known
@@ -119,9 +129,9 @@ def register_model_info(model: ModelConfig) -> None:
     if model.is_wildcard:
         return
     info = shared_backend_model_info(dict(model.info))
-    known = _known_info(model)
+    known = _known_info(model.litellm_model)
     if known is None:
-        entry: dict[str, Any] = {"litellm_provider": model.provider, "mode": "chat", **info}
+        entry: dict[str, Any] = {"litellm_provider": model.provider, "mode": "chat", **info, ASSUMED: True}
     else:
         entry = {
             key: value
@@ -161,9 +171,13 @@ class LLMClients:
         problems = provider_errors(settings)
         if problems:
             raise ConfigError(str(settings.source), problems)
+        # Whether LiteLLM's map knew a model before we registered it (registering makes every model known).
+        self._known: dict[str, bool] = {}
         for model in settings.models:
             if not model.enabled or "mock_response" in model.params:
                 continue
+            if not model.is_wildcard:
+                self._known[model.litellm_model] = _known_info(model.litellm_model) is not None
             register_model_info(model)
             if client_kind(model.provider) == "openai_sdk":
                 self._openai_client(model)
@@ -270,14 +284,17 @@ class LLMClients:
         """``litellm.anthropic.messages.acreate``: the message as a dict, or an iterator of SSE bytes.
 
         Anthropic upstreams get the client's ``anthropic-version``/``anthropic-beta`` unchanged and their
-        events pass through as bytes; other upstreams go through LiteLLM's translation to chat completions.
+        events pass through as bytes; other upstreams go through LiteLLM's translation (to chat completions,
+        or to the Responses API for an OpenAI reasoning or responses-only model).
         """
         model = resolved.config
         kwargs = self._kwargs(resolved, {}, headers)
         kwargs.pop("drop_params", None)
         kwargs.update({key: value for key, value in request.items() if key in MESSAGES_PARAMS})
         kwargs["max_tokens"] = request["max_tokens"]
-        if model.provider == "anthropic":
+        if model.provider != "anthropic":
+            self._translatable(resolved, kwargs)
+        else:
             exact = tuple(
                 (name, client_headers[name]) for name in ANTHROPIC_CLIENT_HEADERS if name in client_headers
             )
@@ -286,6 +303,36 @@ class LLMClients:
                 kwargs["client"] = self._pinned_handler(exact)
         with self._call(model.name, request):
             return await anthropic_messages.acreate(**kwargs)
+
+    def _translatable(self, resolved: ResolvedModel, kwargs: dict[str, Any]) -> None:
+        """A Messages request for another provider, as its client sent it (Claude Code cannot adapt its
+        request to the model behind an alias): what the target cannot take is dropped or mapped, never a
+        failure. Read in LiteLLM 1.106.2's Messages adapter (llms/anthropic/pass_through/adapters)."""
+        # LiteLLM maps thinking to reasoning_effort, context_management to its own polyfill; the rest of
+        # what a target lacks it drops instead of raising UnsupportedParamsError.
+        kwargs["drop_params"] = True
+        # Anthropic's metadata.user_id (Claude Code's device, account and session ids as JSON) would become
+        # OpenAI's `user`, uncapped on the chat path: it is Anthropic's, and stays with Anthropic upstreams.
+        kwargs.pop("metadata", None)
+        # LiteLLM sends an openai/ model with thinking to the Responses API unless the map says it cannot
+        # reason. An OpenAI-compatible server LiteLLM does not know speaks chat completions for certain: it
+        # gets the request without thinking, unless its model_info says supports_reasoning: true.
+        model = resolved.config
+        if (
+            model.provider == "openai"
+            and "thinking" in kwargs
+            and not self._knows(resolved.litellm_model)
+            and model.info.get("supports_reasoning") is not True
+        ):
+            del kwargs["thinking"]
+
+    def _knows(self, litellm_model: str) -> bool:
+        known = self._known.get(litellm_model)
+        if known is None:
+            known = _known_info(litellm_model) is not None
+            if len(self._known) < MAX_KNOWN_MEMO:
+                self._known[litellm_model] = known
+        return known
 
     @staticmethod
     async def events(stream: Any, model: ModelConfig) -> AsyncGenerator[bytes, None]:

@@ -55,8 +55,8 @@ def targets(settings: Settings, names: Sequence[str]) -> list[str]:
 async def probe(settings: Settings, names: Sequence[str] = ()) -> list[ProbeResult]:
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()  # the cleanup contexts: session, jar loaded from state_dir, LiteLLM clients
     try:
+        await runner.setup()  # the cleanup contexts: session, jar loaded from state_dir, LiteLLM clients
         runtime = app[RUNTIMES].current
         return [await _one(runtime, name) for name in targets(settings, names)]
     finally:

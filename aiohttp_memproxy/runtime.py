@@ -72,16 +72,17 @@ class Runtimes:
         old = self.current
         try:
             settings = load_settings(old.settings.source, os.environ)
+            # memproxy: belongs to the process (with its command-line overrides): it changes at a restart.
+            settings = replace(settings, proxy=app[SETTINGS].proxy)
+            runtime = Runtime.build(settings, self._transport)  # LiteLLM judges the providers here
         except ConfigError as exc:
             for error in exc.errors:
                 log.error("config_reload_error", path=exc.source, error=error)
             app[METRICS].reloads.labels("error").inc()
             return False
-        # memproxy: belongs to the process (with its command-line overrides): it changes at a restart.
-        settings = replace(settings, proxy=app[SETTINGS].proxy)
         for warning in settings.warnings:
             log.warning(warning.event, **warning.fields)
-        self.current = Runtime.build(settings, self._transport)
+        self.current = runtime
         app[METRICS].reloads.labels("ok").inc()
         log.info("config_reloaded", sha256=settings.digest, models=len(settings.models))
         task = asyncio.create_task(self._retire(old))

@@ -49,8 +49,8 @@ async def serve(settings: Settings) -> None:
     proxy = settings.proxy
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=proxy.drain_timeout_s)
-    await runner.setup()
     try:
+        await runner.setup()  # a refusal here (SeamError, ConfigError) still closes what started
         site = web.TCPSite(runner, proxy.host, proxy.port)
         await site.start()
         log.info("serving", host=proxy.host, port=proxy.port)

@@ -146,7 +146,12 @@ class FakeUpstream:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                            # Text, then the call: as the stream below, and as real models often answer.
+                            "message": {
+                                "role": "assistant",
+                                "content": "".join(self.reply),
+                                "tool_calls": [call],
+                            },
                             "finish_reason": "tool_calls",
                         }
                     ],
