@@ -6,7 +6,7 @@ CONFIG ?= conf/config.yaml
 # No network probe for LiteLLM's price map: tests, runs and benchmarks stay on loopback.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test lint check clean install-service install-user-service verify-units bench bench-deps load
+.PHONY: run test lint check clean install-service install-user-service verify-units bench bench-deps load cli-deps
 
 PREFIX ?= /opt/aiohttp-memproxy
 USER_PREFIX ?= $(HOME)/.local/share/aiohttp-memproxy/venv
@@ -47,6 +47,13 @@ bench: $(VENV)/.installed-dev
 # CLIENTS clients for DURATION seconds against an upstream that challenges, throttles and cuts streams at random.
 load: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.load $(if $(CLIENTS),--clients $(CLIENTS)) $(if $(DURATION),--seconds $(DURATION))
+
+# The real coding CLIs the end-to-end tests drive (tests/test_real_clis.py skips without them), pinned, in .cli/.
+CLAUDE_CODE_VERSION ?= 2.1.328
+CODEX_VERSION ?= 0.169.0
+cli-deps:
+	npm install --no-fund --no-audit --prefix .cli \
+		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) @openai/codex@$(CODEX_VERSION)
 
 # litellm[proxy] in its own venv, so the comparison never changes what the gateway itself installs.
 bench-deps:
@@ -95,4 +102,4 @@ verify-units: $(VENV)/.installed
 	rm -rf .units
 
 clean:
-	rm -rf $(VENV) .bench-venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache .units bench-results.json load-results.json
+	rm -rf $(VENV) .bench-venv .cli build *.egg-info .pytest_cache .mypy_cache .ruff_cache .units bench-results.json load-results.json

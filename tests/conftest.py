@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,41 @@ from tests.fake_upstream import FakeUpstream
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = REPO / "conf" / "config.yaml"
 MASTER_KEY = "sk-test-master-key-0123456789"
+
+
+def _local(host: object) -> bool:
+    if host in (None, "localhost", b"localhost", ""):
+        return True
+    name = host.decode() if isinstance(host, bytes) else str(host)
+    try:
+        return ipaddress.ip_address(name.strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """No test leaves loopback: a name lookup or connection elsewhere fails at once and fails the test.
+    (LiteLLM, for one, would fetch a price map or a tokenizer from the network on some paths.)"""
+    attempts: list[str] = []
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _local(host):
+            attempts.append(f"lookup {host}")
+            raise socket.gaierror(socket.EAI_NONAME, "tests reach loopback only")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _local(address[0]):
+            attempts.append(f"connect {address[0]}")
+            raise OSError(101, "tests reach loopback only")  # ENETUNREACH
+        real_connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    yield attempts
+    assert attempts == [], f"a test tried to leave loopback: {attempts}"
 
 
 def base_config(**sections: Any) -> dict[str, Any]:

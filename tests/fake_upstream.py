@@ -55,6 +55,7 @@ class FakeUpstream:
     on_request: Callable[[web.Request], None] | None = None
     reply: list[str] = field(default_factory=lambda: list(REPLY))  # the text, one SSE chunk per piece
     record: bool = True  # benchmarks turn it off: 10,000 recorded requests are memory the proxy did not use
+    call_tools: bool = True  # answer a request with tools by calling the first one (off: text only)
     chaos: float = 0.0  # make load: this share of requests is challenged (1/2), throttled (1/4) or cut (1/4)
     rng: random.Random = field(default_factory=lambda: random.Random(7))  # noqa: S311  # a test double's dice
 
@@ -130,7 +131,7 @@ class FakeUpstream:
         if early is not None:
             return early
         model, created = body.get("model", "m"), int(time.time())
-        tool = body["tools"][0]["function"]["name"] if body.get("tools") else None
+        tool = body["tools"][0]["function"]["name"] if body.get("tools") and self.call_tools else None
         if not body.get("stream") and tool:
             call = {
                 "id": "call_1",
@@ -233,7 +234,7 @@ class FakeUpstream:
             return early
         model = body.get("model", "claude")
         thinking = bool(body.get("thinking"))
-        tool = body["tools"][0]["name"] if body.get("tools") else None
+        tool = body["tools"][0]["name"] if body.get("tools") and self.call_tools else None
         usage = {
             "input_tokens": 5,
             "output_tokens": 3,

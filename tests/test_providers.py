@@ -154,3 +154,34 @@ async def test_provider_through_the_jar(
     expected = (provider.stream_path or provider.path) if stream else provider.path
     assert {seen.path for seen in fake.seen} == {expected}
     assert litellm_seam.escapes() == escapes
+
+
+async def test_no_other_network_while_serving(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
+    loopback_only: list[str],
+) -> None:
+    """For llama models on groq/ and together_ai/ LiteLLM counts tokens with a HuggingFace tokenizer it
+    downloads on the request path (retrying ~23 s offline): only the model's API is called while serving."""
+    fake, url = upstream
+    entries = [
+        {"model_name": name, "litellm_params": PROVIDERS[name].litellm_params(url)}
+        for name in ("groq", "together_ai")
+    ]
+    client = await app_client(
+        make_settings(base_config(model_list=entries, litellm_settings={"drop_params": True}))
+    )
+    for name in ("groq", "together_ai"):
+        chat = await post(client, {"model": name, "messages": MESSAGES, "stream": True})
+        assert chat_text(await chat.text(), stream=True) == "Hello from upstream"
+        body = {"model": name, "max_tokens": 64, "messages": MESSAGES, "stream": True}
+        headers = {"anthropic-version": "2023-06-01"}
+        messages = await client.post("/v1/messages", json=body, headers=headers)
+        assert messages.status == 200
+        assert "Hello" in await messages.text()
+        counted = await client.post("/v1/messages/count_tokens", json=body, headers=headers)
+        assert counted.status == 200
+        assert (await counted.json())["input_tokens"] > 0
+    assert loopback_only == []
+    assert len(fake.seen) == 4  # two chats, two Messages: counting is local

@@ -1,0 +1,106 @@
+"""The real coding CLIs against the real gateway, end to end: what they send must work. The binaries come
+from ``make cli-deps`` (pinned npm packages in ``.cli/``, which CI installs); a test skips, saying why, where
+one cannot be had. The upstream is the fake on loopback behind its cookie gate; no test leaves loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from aiohttp_memproxy.settings import Settings
+from tests.conftest import MASTER_KEY, REPO, UPSTREAM_KEY, AppClient, base_config
+from tests.fake_upstream import FakeUpstream
+
+CLI_BIN = REPO / ".cli" / "node_modules" / ".bin"
+TIMEOUT_S = 180
+
+
+def cli(name: str) -> Path:
+    """The pinned binary from ``make cli-deps``; skipped with the reason where it cannot be had."""
+    found = CLI_BIN / name
+    if not found.exists():
+        pytest.skip(f"{name} is not installed: run `make cli-deps` (npm, pinned versions in the Makefile)")
+    if shutil.which("node") is None:
+        pytest.skip(f"{name} needs Node.js, which is not on PATH")
+    return found
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    keep = ("PATH", "LANG", "TERM")
+    env = {key: os.environ[key] for key in keep if key in os.environ}
+    return {"HOME": str(home), **env, **extra}
+
+
+async def run(command: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """A child process without blocking the loop, which serves the gateway and the fake upstream."""
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        env=env,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), TIMEOUT_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+@pytest.mark.subprocess
+async def test_claude_code_cli_to_an_openai_compatible_model(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
+    tmp_path: Path,
+) -> None:
+    """``claude -p`` with ANTHROPIC_BASE_URL at the gateway; every Claude id it uses goes, through a
+    wildcard, to an OpenAI-compatible model LiteLLM does not know."""
+    claude = cli("claude")
+    fake, url = upstream
+    fake.gate = True
+    fake.call_tools = False  # a plain answer: the CLI would run a tool call for real
+    doc = base_config(
+        model_list=[
+            {
+                "model_name": "claude-*",
+                "litellm_params": {
+                    "model": "openai/local-coder",
+                    "api_base": f"{url}/v1",
+                    "api_key": UPSTREAM_KEY,
+                },
+            }
+        ],
+        general_settings={"master_key": MASTER_KEY},
+        memproxy={"retry_base_delay_s": 0},
+    )
+    client = await app_client(make_settings(doc))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = cli_env(
+        home,
+        ANTHROPIC_BASE_URL=str(client.make_url("")).rstrip("/"),
+        ANTHROPIC_API_KEY=MASTER_KEY,
+        DISABLE_TELEMETRY="1",
+        DISABLE_AUTOUPDATER="1",
+        DISABLE_ERROR_REPORTING="1",
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+    )
+    code, out, err = await run(
+        [str(claude), "-p", "Say hello.", "--model", "claude-sonnet-4-5-20250929"], env, tmp_path
+    )
+    assert code == 0, (out, err)
+    assert "Hello from upstream" in out
+    chats = [seen for seen in fake.seen if seen.path == "/v1/chat/completions"]
+    assert chats, [seen.path for seen in fake.seen]
+    assert fake.challenges == 1
+    assert all(fake.with_cookie[1:]), fake.with_cookie  # one challenge, then the cookie every time
