@@ -16,6 +16,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the
 
 import asyncio
 import contextlib
+import importlib.util
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from importlib import metadata
@@ -58,6 +59,10 @@ litellm.disable_anthropic_gemini_context_caching_transform = True
 # Providers given a per-call client (read in litellm/main.py): the OpenAI SDK path takes an AsyncOpenAI, the
 # base_llm_http_handler path an AsyncHTTPHandler. Every other provider gets its client from the seam.
 CLIENT_KIND = {"openai": "openai_sdk", "anthropic": "http_handler", "hosted_vllm": "http_handler"}
+# Providers LiteLLM 1.106.2 serves only with a package it does not require (module, distribution).
+NEEDS_PACKAGE = {"vertex_ai": ("google.auth", "google-auth")}
+# LiteLLM's own test for an azure/ api_base on Cloudflare AI Gateway (llms/azure/azure.py, 1.106.2).
+CLOUDFLARE_AI_GATEWAY = "gateway.ai.cloudflare.com"
 # What a client may set in a chat request: OpenAI's own parameters (from the SDK, so new ones follow it),
 # plus LiteLLM extensions IDE clients use. Never api_key/api_base/client: a client must not redirect our key.
 CLIENT_PARAMS = (frozenset(CompletionCreateParamsStreaming.__annotations__) | {"thinking", "top_k"}) - {
@@ -143,10 +148,26 @@ def register_model_info(model: ModelConfig) -> None:
     litellm.register_model(model_cost={model.litellm_model: entry}, persist_across_reloads=False)
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
 def provider_errors(settings: Settings) -> list[str]:
     """Models whose provider LiteLLM cannot serve: refused at startup, named by their key path."""
     found = []
     for index, model in enumerate(settings.models):
+        needs = next(
+            (need for prefix, need in NEEDS_PACKAGE.items() if model.provider.startswith(prefix)), None
+        )
+        if needs is not None and not _installed(needs[0]):
+            found.append(
+                f"model_list[{index}].litellm_params.model: LiteLLM serves {model.provider}/ only with the "
+                f"{needs[1]} package, which this gateway does not install (model {model.name!r})"
+            )
+            continue
         try:
             litellm.get_llm_provider(
                 model=model.litellm_model.replace("*", "x"),
@@ -165,7 +186,7 @@ class LLMClients:
         self.settings = settings
         self._transport = transport
         self._http_handler = AsyncHTTPHandler(transport=transport, timeout=settings.litellm.request_timeout)
-        self._openai: dict[tuple[str | None, str], openai.AsyncOpenAI] = {}
+        self._openai: dict[tuple[str | None, str], openai.AsyncOpenAI] = {}  # AsyncAzureOpenAI is one
         self._pinned: OrderedDict[tuple[tuple[str, str], ...], AsyncHTTPHandler] = OrderedDict()
         self.closed = False
         problems = provider_errors(settings)
@@ -216,9 +237,29 @@ class LLMClients:
             )
         return self._openai[key]
 
+    def _azure_gateway_client(self, model: ModelConfig) -> openai.AsyncOpenAI:
+        """``azure/`` through Cloudflare AI Gateway: LiteLLM 1.106.2 builds that client itself, around its
+        factories (``_init_azure_client_for_cloudflare_ai_gateway`` in ``llms/azure/common_utils.py``),
+        unless it is given one. Built as LiteLLM builds it (base URL + deployment), over our transport."""
+        base = str(model.params["api_base"]).rstrip("/")
+        key = (f"{base}#azure", str(model.params.get("api_key") or ""))
+        if key not in self._openai:
+            deployment = model.litellm_model.partition("/")[2]
+            self._openai[key] = openai.AsyncAzureOpenAI(
+                base_url=f"{base}/{deployment}",
+                api_version=str(model.params.get("api_version") or litellm.AZURE_DEFAULT_API_VERSION),
+                api_key=key[1] or None,
+                azure_ad_token=model.params.get("azure_ad_token"),
+                max_retries=0,
+                http_client=httpx.AsyncClient(transport=self._transport, timeout=None),  # noqa: S113
+            )
+        return self._openai[key]
+
     def _client(self, model: ModelConfig) -> Any:
         if "mock_response" in model.params:
             return None  # answered inside LiteLLM, no HTTP
+        if model.provider == "azure" and CLOUDFLARE_AI_GATEWAY in str(model.params.get("api_base") or ""):
+            return self._azure_gateway_client(model)
         match client_kind(model.provider):
             case "openai_sdk":
                 return self._openai_client(model)

@@ -129,6 +129,20 @@ async def test_unknown_provider_is_refused_at_startup(
     )
 
 
+async def test_provider_needing_a_package_not_installed_is_refused_at_startup(
+    make_settings: Callable[..., Settings],
+) -> None:
+    params = {"model": "vertex_ai/gemini-2.5-pro", "vertex_project": "p", "vertex_location": "us-central1"}
+    error = await refused(
+        make_settings(base_config(model_list=[{"model_name": "v", "litellm_params": params}]))
+    )
+    assert isinstance(error, ConfigError)
+    assert error.errors == (
+        "model_list[0].litellm_params.model: LiteLLM serves vertex_ai/ only with the google-auth package, "
+        "which this gateway does not install (model 'v')",
+    )
+
+
 @pytest.mark.subprocess
 def test_serve_refuses_loudly(tmp_path: Path, child_env: dict[str, str]) -> None:
     """The real CLI: a clear line and exit 1, no traceback, no silent cookie-less gateway."""

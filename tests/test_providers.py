@@ -53,6 +53,13 @@ PROVIDERS = {
         "/openai/deployments/my-deployment/chat/completions",
         params={"api_version": "2024-10-21"},
     ),
+    # LiteLLM builds this one client itself, around its factories: the gateway hands it one over the jar.
+    "azure-cloudflare-ai-gateway": Provider(
+        "azure/my-deployment",
+        "/v1/acct/gateway.ai.cloudflare.com/azure-openai/my-resource",
+        "/v1/acct/gateway.ai.cloudflare.com/azure-openai/my-resource/my-deployment/chat/completions",
+        params={"api_version": "2024-10-21"},
+    ),
     "openrouter": Provider(
         "openrouter/meta-llama/llama-3.3-70b-instruct", "/api/v1", "/api/v1/chat/completions"
     ),
