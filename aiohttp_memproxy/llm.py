@@ -30,6 +30,7 @@ from litellm.anthropic_interface import messages as anthropic_messages
 from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 from litellm.types.utils import shared_backend_model_info
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
+from openai.types.responses.response_create_params import ResponseCreateParamsStreaming
 
 from aiohttp_memproxy import errors, logs, sse
 from aiohttp_memproxy.litellm_seam import CURRENT
@@ -68,6 +69,9 @@ CLOUDFLARE_AI_GATEWAY = "gateway.ai.cloudflare.com"
 CLIENT_PARAMS = (frozenset(CompletionCreateParamsStreaming.__annotations__) | {"thinking", "top_k"}) - {
     "model"
 }
+# What a client may set in a Responses request: the SDK's own parameters (input included), never the model's
+# credentials or client.
+RESPONSES_PARAMS = frozenset(ResponseCreateParamsStreaming.__annotations__) - {"model"}
 # What a client may set in a Messages request (Anthropic's API reference), model and max_tokens aside.
 MESSAGES_PARAMS = frozenset(
     {
@@ -314,6 +318,32 @@ class LLMClients:
         kwargs = self._kwargs(resolved, request, headers)
         with self._call(resolved.config.name, request):
             return await litellm.acompletion(**kwargs)
+
+    async def responses(
+        self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> Any:
+        """``litellm.aresponses``: a ResponsesAPIResponse, or an iterator of its stream events. Native where
+        LiteLLM has the upstream's Responses API (openai/, azure/, xai/, openrouter/, hosted_vllm/, ...),
+        bridged to chat completions or Messages elsewhere; either way over our transport."""
+        kwargs = self._kwargs(resolved, {}, headers)
+        kwargs.update({key: value for key, value in request.items() if key in RESPONSES_PARAMS})
+        with self._call(resolved.config.name, request):
+            return await litellm.aresponses(**kwargs)
+
+    @staticmethod
+    async def response_events(stream: Any, model_name: str) -> AsyncGenerator[bytes, None]:
+        """Each event of a Responses stream as SSE, as it arrives; errors mid-stream become ProxyError."""
+        try:
+            async for event in stream:
+                yield sse.responses_event(event.model_dump(mode="json", exclude_none=True))
+        except UPSTREAM_ERRORS as exc:
+            raise to_proxy_error(exc, model_name) from exc
+        except Exception as exc:
+            raise untranslatable_stream(exc, model_name) from exc
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
 
     async def messages(
         self,

@@ -21,6 +21,8 @@ USER_ID_HEADER = "x-sm-user-id"
 CONVERSATION_HEADER = "x-sm-conversation-id"
 # Claude Code names its session; it is the natural Supermemory conversation when the client sets none.
 CLAUDE_SESSION_HEADER = "x-claude-code-session-id"
+# Codex CLI's session (it sends `session_id` and `conversation_id` on every Responses request).
+CODEX_SESSION_HEADER = "session_id"
 # A rule may match on any header; /memory-routing/info must still never show a credential.
 CREDENTIAL_HEADERS = frozenset(
     {"authorization", "x-api-key", "api-key", "x-litellm-api-key", "cookie", "proxy-authorization"}
@@ -105,7 +107,7 @@ class MemoryRouter:
 
     @staticmethod
     def _conversation(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str | None:
-        for name in (CONVERSATION_HEADER, CLAUDE_SESSION_HEADER):
+        for name in (CONVERSATION_HEADER, CLAUDE_SESSION_HEADER, CODEX_SESSION_HEADER):
             value = headers.get(name, "").strip()
             if USER_ID_RE.fullmatch(value):
                 return value

@@ -68,6 +68,19 @@ def openai_error_frame(error: ProxyError) -> bytes:
     return b"data: " + json.dumps(error.openai_body()).encode() + b"\n\n"
 
 
+def responses_event(data: dict[str, Any]) -> bytes:
+    """One Responses API event as OpenAI sends it: its type as the SSE event name, the JSON as data."""
+    return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def responses_error_frame(error: ProxyError) -> bytes:
+    """The Responses API's ``error`` event (code, message, param), which ends a stream that failed."""
+    body = error.openai_body()["error"]
+    return responses_event(
+        {"type": "error", "code": body["code"], "message": body["message"], "param": body["param"]}
+    )
+
+
 def anthropic_error_frame(error: ProxyError) -> bytes:
     return anthropic_event("error", {"error": error.anthropic_body()["error"]})
 
@@ -85,6 +98,11 @@ async def openai_stream(request: web.Request, chunks: AsyncGenerator[str, None])
 async def anthropic_stream(request: web.Request, events: AsyncGenerator[bytes, None]) -> web.StreamResponse:
     """The upstream's Anthropic events as they are, byte for byte; an error ends with ``event: error``."""
     return await relay(request, events, events, anthropic_error_frame, b"")
+
+
+async def responses_stream(request: web.Request, events: AsyncGenerator[bytes, None]) -> web.StreamResponse:
+    """Responses API events as they arrive (``event:``, ``data:``); an error ends with an ``error`` event."""
+    return await relay(request, events, events, responses_error_frame, b"")
 
 
 async def relay(

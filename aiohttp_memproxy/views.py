@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 
 from aiohttp_memproxy import __version__, sse
-from aiohttp_memproxy.errors import InvalidRequest
+from aiohttp_memproxy.errors import InvalidRequest, NotFound
 from aiohttp_memproxy.keys import COOKIES, DIALECT, METRICS, RUNTIME, STARTED_AT
 from aiohttp_memproxy.llm import ANTHROPIC_CLIENT_HEADERS
 from aiohttp_memproxy.models import ResolvedModel
@@ -163,7 +163,7 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _require(body: dict[str, Any], name: str, kind: type, what: str) -> None:
+def _require(body: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> None:
     value = body.get(name)
     if value is None:
         raise InvalidRequest(f"{name} is required", param=name)
@@ -186,11 +186,16 @@ def _client_headers(request: web.Request) -> dict[str, str]:
     return {name: request.headers[name] for name in ANTHROPIC_CLIENT_HEADERS if name in request.headers}
 
 
-async def _model_request(request: web.Request) -> tuple[dict[str, Any], ResolvedModel, dict[str, str]]:
-    """The body (model and messages checked), the model it names, and the memory headers it gets."""
+async def _model_request(
+    request: web.Request, content: str = "messages"
+) -> tuple[dict[str, Any], ResolvedModel, dict[str, str]]:
+    """The body (model and its content checked), the model it names, and the memory headers it gets."""
     body = await json_object(request)
     _require(body, "model", str, "a non-empty string")
-    _require(body, "messages", list, "a non-empty array")
+    if content == "input":  # the Responses API: a string, or a list of input items
+        _require(body, "input", (str, list), "a non-empty string or array")
+    else:
+        _require(body, content, list, "a non-empty array")
     resolved = request[RUNTIME].models.resolve(body["model"])
     router = request[RUNTIME].router
     decision = router.decide(request.headers)
@@ -218,6 +223,37 @@ async def count_tokens(request: web.Request) -> web.Response:
     body, resolved, memory = await _model_request(request)
     counted = await request[RUNTIME].llm.count_tokens(resolved, body, memory, _client_headers(request))
     return web.json_response(counted)
+
+
+@sdk_routes.post("/v1/responses")
+@sdk_routes.post("/responses")
+async def responses(request: web.Request) -> web.StreamResponse:
+    """The OpenAI Responses API (Codex CLI): native where the upstream has it, else bridged by LiteLLM."""
+    body, resolved, memory = await _model_request(request, content="input")
+    llm = request[RUNTIME].llm
+    result = await llm.responses(resolved, body, memory)
+    if body.get("stream") is True:
+        return await sse.responses_stream(request, llm.response_events(result, resolved.config.name))
+    return web.json_response(text=result.model_dump_json(exclude_none=True))
+
+
+@sdk_routes.get("/v1/responses/{response_id}")
+@sdk_routes.delete("/v1/responses/{response_id}")
+@sdk_routes.post("/v1/responses/{response_id}/cancel")
+@sdk_routes.get("/v1/responses/{response_id}/input_items")
+@sdk_routes.get("/responses/{response_id}")
+@sdk_routes.delete("/responses/{response_id}")
+@sdk_routes.post("/responses/{response_id}/cancel")
+@sdk_routes.get("/responses/{response_id}/input_items")
+async def stored_response(request: web.Request) -> web.Response:
+    """Nothing is stored here: a response lives with the upstream that made it, if it stores at all."""
+    raise NotFound(
+        f"response {request.match_info['response_id'][:100]!r}: this gateway stores no responses, so it "
+        "cannot retrieve, delete or cancel one; send the conversation's items in `input` (as Codex does with "
+        "store: false)",
+        param="response_id",
+        code="response_not_stored",
+    )
 
 
 @routes.post("/api/event_logging/batch")

@@ -3,9 +3,9 @@
 Reports, as a table and as JSON (``bench-results.json``): proxy overhead (proxy minus direct) p50/p95/p99 for
 plain and streaming requests and for a stream's first byte; requests/s at concurrency 1, 10, 50 and 200 with
 success rates; 200 concurrent streams; RSS after warm-up and after 10,000 requests; time from start to
-ready; for both dialects. With ``--compare`` (``make bench COMPARE=1``), a LiteLLM proxy server (one worker,
-from ``make bench-deps``) runs the same rows on the same upstream, side by side with ratios. Nothing leaves
-loopback; nothing here asserts a timing.
+ready; for each dialect (chat completions, Messages, Responses). With ``--compare`` (``make bench
+COMPARE=1``), a LiteLLM proxy server (one worker, from ``make bench-deps``) runs the same rows on the same
+upstream, side by side with ratios. Nothing leaves loopback; nothing here asserts a timing.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ MESSAGES = [{"role": "user", "content": "Say something."}]
 DIALECTS: dict[str, dict[str, Any]] = {
     "openai": {"path": "/v1/chat/completions", "model": "bench-openai", "extra": {}},
     "anthropic": {"path": "/v1/messages", "model": "bench-anthropic", "extra": {"max_tokens": 64}},
+    # The Responses API (Codex CLI), native to the upstream's /v1/responses.
+    "responses": {"path": "/v1/responses", "model": "bench-openai", "extra": {}, "content": "input"},
 }
 CONCURRENCY = (1, 10, 50, 200)
 REQUESTS_PER_LEVEL = {1: 200, 10: 500, 50: 1000, 200: 2000}
@@ -93,9 +95,10 @@ class Target:
 
 def body_for(dialect: str, target: Target, stream: bool) -> dict[str, Any]:
     spec = DIALECTS[dialect]
+    content: Any = MESSAGES[0]["content"] if spec.get("content") == "input" else MESSAGES
     return {
         "model": target.model_prefix + spec["model"],
-        "messages": MESSAGES,
+        spec.get("content", "messages"): content,
         "stream": stream,
         **spec["extra"],
     }
@@ -310,7 +313,7 @@ def goals(proxy: Target, litellm: Target | None) -> dict[str, bool | None]:
         "RSS <= 250 MB after 10,000 requests": r["rss_after_10k_mb"] <= 250,
         "RSS growth < 10 MB after warm-up": r["rss_after_10k_mb"] - r["rss_after_warmup_mb"] < 10,
         "start to ready <= 5 s": proxy.start_to_ready_s <= 5,
-        "200 concurrent streams, 100 % success (both dialects)": all(
+        "200 concurrent streams, 100 % success (every dialect)": all(
             r[d]["streams_c200"]["success"] == 100 for d in DIALECTS
         ),
     }

@@ -14,16 +14,27 @@ from typing import Any
 USAGE_IN, USAGE_OUT = 5, 3
 
 
-# The OpenAI Responses API (POST /v1/responses): JSON, or SSE events with `event:` lines.
-def response_object(model: str, text: str, status: str = "completed") -> dict[str, Any]:
-    done = status == "completed"
+# The OpenAI Responses API (POST /v1/responses): JSON, or SSE events with `event:` lines. With `call` (a tool
+# name and its arguments), the answer ends with a function_call item after the text: a model calling a tool.
+def function_call_item(call: tuple[str, str], status: str = "completed") -> dict[str, Any]:
+    name, arguments = call
     return {
-        "id": "resp_fake",
-        "object": "response",
-        "created_at": int(time.time()),
+        "type": "function_call",
+        "id": "fc_fake",
+        "call_id": "call_fake",
+        "name": name,
+        "arguments": arguments if status == "completed" else "",
         "status": status,
-        "model": model,
-        "output": [
+    }
+
+
+def response_object(
+    model: str, text: str, status: str = "completed", call: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    done = status == "completed"
+    output: list[dict[str, Any]] = []
+    if done:
+        output.append(
             {
                 "type": "message",
                 "id": "msg_fake",
@@ -31,9 +42,16 @@ def response_object(model: str, text: str, status: str = "completed") -> dict[st
                 "role": "assistant",
                 "content": [{"type": "output_text", "text": text, "annotations": []}],
             }
-        ]
-        if done
-        else [],
+        )
+        if call:
+            output.append(function_call_item(call))
+    return {
+        "id": "resp_fake",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "model": model,
+        "output": output,
         "usage": {
             "input_tokens": USAGE_IN,
             "output_tokens": USAGE_OUT,
@@ -46,7 +64,7 @@ def response_object(model: str, text: str, status: str = "completed") -> dict[st
     }
 
 
-def response_events(model: str, pieces: list[str]) -> list[bytes]:
+def response_events(model: str, pieces: list[str], call: tuple[str, str] | None = None) -> list[bytes]:
     text = "".join(pieces)
     message = {
         "type": "message",
@@ -57,6 +75,7 @@ def response_events(model: str, pieces: list[str]) -> list[bytes]:
     }
     part = {"type": "output_text", "text": "", "annotations": []}
     where = {"item_id": "msg_fake", "output_index": 0, "content_index": 0}
+    final = response_object(model, text, call=call)
     events: list[dict[str, Any]] = [
         {"type": "response.created", "response": response_object(model, "", "in_progress")},
         {"type": "response.output_item.added", "output_index": 0, "item": message},
@@ -64,13 +83,23 @@ def response_events(model: str, pieces: list[str]) -> list[bytes]:
         *({"type": "response.output_text.delta", **where, "delta": piece} for piece in pieces),
         {"type": "response.output_text.done", **where, "text": text},
         {"type": "response.content_part.done", **where, "part": {**part, "text": text}},
-        {
-            "type": "response.output_item.done",
-            "output_index": 0,
-            "item": response_object(model, text)["output"][0],
-        },
-        {"type": "response.completed", "response": response_object(model, text)},
+        {"type": "response.output_item.done", "output_index": 0, "item": final["output"][0]},
     ]
+    if call:
+        arguments = call[1]
+        fc = {"item_id": "fc_fake", "output_index": 1}
+        events += [
+            {
+                "type": "response.output_item.added",
+                "output_index": 1,
+                "item": function_call_item(call, "in_progress"),
+            },
+            {"type": "response.function_call_arguments.delta", **fc, "delta": arguments[:10]},
+            {"type": "response.function_call_arguments.delta", **fc, "delta": arguments[10:]},
+            {"type": "response.function_call_arguments.done", **fc, "arguments": arguments},
+            {"type": "response.output_item.done", "output_index": 1, "item": function_call_item(call)},
+        ]
+    events.append({"type": "response.completed", "response": final})
     return [
         f"event: {event['type']}\ndata: {json.dumps({**event, 'sequence_number': number})}\n\n".encode()
         for number, event in enumerate(events)

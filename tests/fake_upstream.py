@@ -131,7 +131,13 @@ class FakeUpstream:
         if early is not None:
             return early
         model, created = body.get("model", "m"), int(time.time())
-        tool = body["tools"][0]["function"]["name"] if body.get("tools") and self.call_tools else None
+        # A tool is called once: after its result comes back (the last message), the answer is text.
+        answered = bool(body.get("messages")) and body["messages"][-1].get("role") == "tool"
+        tool = (
+            body["tools"][0]["function"]["name"]
+            if body.get("tools") and self.call_tools and not answered
+            else None
+        )
         if not body.get("stream") and tool:
             call = {
                 "id": "call_1",
@@ -234,7 +240,9 @@ class FakeUpstream:
             return early
         model = body.get("model", "claude")
         thinking = bool(body.get("thinking"))
-        tool = body["tools"][0]["name"] if body.get("tools") and self.call_tools else None
+        last = body["messages"][-1].get("content") if body.get("messages") else None
+        answered = isinstance(last, list) and any(block.get("type") == "tool_result" for block in last)
+        tool = body["tools"][0]["name"] if body.get("tools") and self.call_tools and not answered else None
         usage = {
             "input_tokens": 5,
             "output_tokens": 3,
@@ -320,9 +328,16 @@ class FakeUpstream:
         if early is not None:
             return early
         model = body.get("model", "m")
+        # A tool is called once: after its output comes back (the last input item), the answer is text.
+        items = body.get("input") if isinstance(body.get("input"), list) else []
+        answered = bool(items) and items[-1].get("type") == "function_call_output"
+        tools = [tool for tool in body.get("tools") or [] if tool.get("type") == "function"]
+        call = (
+            (tools[0]["name"], json.dumps(TOOL_INPUT)) if tools and self.call_tools and not answered else None
+        )
         if not body.get("stream"):
-            return web.json_response(fake_dialects.response_object(model, "".join(self.reply)))
-        return await self._sse(request, fake_dialects.response_events(model, self.reply))
+            return web.json_response(fake_dialects.response_object(model, "".join(self.reply), call=call))
+        return await self._sse(request, fake_dialects.response_events(model, self.reply, call))
 
     async def gemini(self, request: web.Request) -> web.StreamResponse:
         _, early = await self._intercept(request)

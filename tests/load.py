@@ -45,7 +45,9 @@ def classify(status: int, text: str, stream: bool) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     if stream and (not lines or '"error"' in lines[-1]):
         return "stream_error"
-    if stream and not (text.rstrip().endswith("data: [DONE]") or "message_stop" in text):
+    if stream and not (
+        text.rstrip().endswith("data: [DONE]") or "message_stop" in text or "response.completed" in text
+    ):
         return "stream_truncated"
     return "ok"
 

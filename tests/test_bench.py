@@ -116,6 +116,10 @@ def test_load_classifies_what_a_client_saw() -> None:
     done = 'data: {"choices": []}\n\ndata: [DONE]\n\n'
     assert classify(200, done, stream=True) == "ok"
     assert classify(200, "event: message_stop\ndata: {}\n\n", stream=True) == "ok"
+    completed = 'event: response.completed\ndata: {"type": "response.completed"}\n\n'
+    assert classify(200, completed, stream=True) == "ok"
+    responses_error = 'event: error\ndata: {"type": "error", "code": "upstream_unreachable"}\n\n'
+    assert classify(200, responses_error, stream=True) == "stream_error"
     assert classify(200, '{"id": "x"}', stream=False) == "ok"
     assert classify(429, '{"error": {}}', stream=False) == "http_429"
     assert classify(503, "", stream=True) == "http_503"

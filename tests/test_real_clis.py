@@ -104,3 +104,74 @@ async def test_claude_code_cli_to_an_openai_compatible_model(
     assert chats, [seen.path for seen in fake.seen]
     assert fake.challenges == 1
     assert all(fake.with_cookie[1:]), fake.with_cookie  # one challenge, then the cookie every time
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(("model", "path"), [("gpt-5-codex", "/v1/responses"), ("claude-up", "/v1/messages")])
+async def test_codex_cli(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
+    tmp_path: Path,
+    model: str,
+    path: str,
+) -> None:
+    """``codex exec`` with a model_providers entry for the gateway (wire_api responses): natively to an
+    upstream with the Responses API, and bridged to an Anthropic one."""
+    codex = cli("codex")
+    fake, url = upstream
+    fake.gate = True
+    fake.call_tools = False  # a plain answer: the CLI would run a tool call for real
+    doc = base_config(
+        model_list=[
+            {
+                "model_name": "gpt-5-codex",
+                "litellm_params": {
+                    "model": "openai/gpt-5-codex",
+                    "api_base": f"{url}/v1",
+                    "api_key": UPSTREAM_KEY,
+                },
+            },
+            {
+                "model_name": "claude-up",
+                "litellm_params": {"model": "anthropic/claude-up", "api_base": url, "api_key": UPSTREAM_KEY},
+            },
+        ],
+        general_settings={"master_key": MASTER_KEY},
+        litellm_settings={"drop_params": True},
+        memproxy={"retry_base_delay_s": 0},
+    )
+    client = await app_client(make_settings(doc))
+    home = tmp_path / "home"
+    (home / ".codex").mkdir(parents=True)
+    base_url = str(client.make_url("/v1"))
+    provider = (
+        f'{{name="memproxy", base_url="{base_url}", env_key="MEMPROXY_KEY", wire_api="responses", '
+        "request_max_retries=0, stream_max_retries=0}"
+    )
+    env = cli_env(home, CODEX_HOME=str(home / ".codex"), MEMPROXY_KEY=MASTER_KEY)
+    command = [
+        str(codex),
+        "exec",
+        "--skip-git-repo-check",
+        "-c",
+        "model_provider=memproxy",
+        "-c",
+        f"model_providers.memproxy={provider}",
+        "-m",
+        model,
+        "Say hello.",
+    ]
+    code, out, err = await run(command, env, tmp_path)
+    assert code == 0, (out, err)
+    assert "Hello from upstream" in out
+    assert {seen.path for seen in fake.seen} == {path}
+    if path == "/v1/responses":  # what Codex 0.169 sends, as it reached the upstream
+        sent = fake.seen[-1].body
+        assert sent["store"] is False
+        assert sent["include"] == ["reasoning.encrypted_content"]
+        assert sent["prompt_cache_key"]
+        assert sent["input"][0]["role"] == "developer"
+        assert any(tool["name"] == "exec_command" for tool in sent["tools"])
+    assert fake.challenges == 1
+    assert all(fake.with_cookie[1:]), fake.with_cookie

@@ -109,3 +109,10 @@ def test_conversation_header_from_client_wins_over_claude_session() -> None:
     decision = ROUTER.decide(headers)
     assert ROUTER.memory_headers(model(True), decision)["x-sm-conversation-id"] == "conv-1"
     assert "x-sm-conversation-id" not in ROUTER.memory_headers(model(True), ROUTER.decide({}))
+
+
+def test_codex_session_is_the_conversation() -> None:
+    decision = ROUTER.decide(
+        {"user-agent": "codex_exec/0.169.0 (Debian 12; x86_64) dumb", "session_id": "0199-ab"}
+    )
+    assert ROUTER.memory_headers(model(True), decision)["x-sm-conversation-id"] == "0199-ab"

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from aiohttp_memproxy.routing import MemoryRouter
 from aiohttp_memproxy.settings import (
     ConfigError,
     Settings,
@@ -44,7 +45,11 @@ def test_shipped_config_loads_with_no_keys(tmp_path: Path) -> None:
         ("^Claude Code", "claude-code"),
         ("^OpenAIClientImpl/Java", "pycharm-ai"),
         ("^anthropic-sdk-python", "anthropic-python"),
+        ("^codex[_-]", "codex"),
     } <= patterns
+    router = MemoryRouter(settings.routing)
+    for agent in ("codex_exec/0.169.0 (Debian 12; x86_64) dumb", "codex_cli_rs/0.169.0", "codex-tui/0.169.0"):
+        assert router.decide({"user-agent": agent}).user_id == "codex"
     by_name = {m.name: m for m in settings.models}
     assert by_name["claude-sonnet-4-5"].supermemory
     assert not by_name["claude-sonnet-4-5-direct"].supermemory
