@@ -48,12 +48,10 @@ bench: $(VENV)/.installed-dev
 load: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.load $(if $(CLIENTS),--clients $(CLIENTS)) $(if $(DURATION),--seconds $(DURATION))
 
-# The real coding CLIs the end-to-end tests drive (tests/test_real_clis.py skips without them), pinned, in .cli/.
-CLAUDE_CODE_VERSION ?= 2.1.328
-CODEX_VERSION ?= 0.169.0
+# The real coding CLIs the end-to-end tests drive (tests/test_real_clis.py skips without them): the versions
+# pinned in tests/clis/package.json, installed as its lock file says, sha512 integrity checked (npm ci).
 cli-deps:
-	npm install --no-fund --no-audit --prefix .cli \
-		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) @openai/codex@$(CODEX_VERSION)
+	npm ci --no-fund --no-audit --prefix tests/clis
 
 # litellm[proxy] in its own venv, so the comparison never changes what the gateway itself installs.
 bench-deps:
@@ -102,4 +100,4 @@ verify-units: $(VENV)/.installed
 	rm -rf .units
 
 clean:
-	rm -rf $(VENV) .bench-venv .cli build *.egg-info .pytest_cache .mypy_cache .ruff_cache .units bench-results.json load-results.json
+	rm -rf $(VENV) .bench-venv tests/clis/node_modules build *.egg-info .pytest_cache .mypy_cache .ruff_cache .units bench-results.json load-results.json

@@ -42,6 +42,7 @@ SELF_CHECK_PROVIDER = "memproxy-seam-self-check"
 # Clients LiteLLM keeps as module attributes, outside its client cache (built by the factories on first use).
 MODULE_CLIENTS = ("module_level_aclient", "module_level_client")
 RUST_SWITCH = "LITELLM_RUST"
+MISSING = object()
 # LiteLLM's routes (its rust_bridge catalog's names) that this gateway calls.
 ROUTES_USED = frozenset({"chat_completions", "messages", "responses", "token_counter", "tokenizer"})
 
@@ -134,17 +135,23 @@ def _python_paths_only() -> None:
         from litellm.rust_bridge.configuration import Decision, rust
     except ImportError:  # a LiteLLM without the Rust bridge: every path is Python
         return
-    rust(False)
-    providers = [None, *(str(getattr(p, "value", p)) for p in getattr(litellm_module(), "provider_list", []))]
-    native = sorted(
-        {
-            route.value
-            for route in catalog.Route
-            for provider in providers
-            if catalog.decision(catalog.RouteContext(route, provider)) is not Decision.PYTHON
-            and route.value in ROUTES_USED
-        }
-    )
+    try:
+        rust(False)
+        providers = [
+            None,
+            *(str(getattr(p, "value", p)) for p in getattr(litellm_module(), "provider_list", [])),
+        ]
+        native = sorted(
+            {
+                route.value
+                for route in catalog.Route
+                for provider in providers
+                if route.value in ROUTES_USED
+                and catalog.decision(catalog.RouteContext(route, provider)) is not Decision.PYTHON
+            }
+        )
+    except (AttributeError, TypeError, ValueError) as exc:  # the bridge's catalog moved
+        raise SeamError(_moved(f"its Rust bridge's catalog changed ({type(exc).__name__})")) from exc
     if native:
         raise SeamError(
             f"LiteLLM would send {', '.join(native)} requests through its Rust HTTP client, around the "
@@ -159,6 +166,8 @@ def litellm_module() -> Any:
 
 
 def _install() -> None:
+    from litellm.llms.custom_httpx.http_handler import blocked_cookie_jar
+
     handler_cls, openai_cls, cache = _targets()
     litellm = litellm_module()
     _python_paths_only()
@@ -178,8 +187,15 @@ def _install() -> None:
 
     def get_async_http_client(*args: Any, **kwargs: Any) -> httpx.AsyncClient:
         # Replaces litellm.aclient_session too: the OpenAI SDK's httpx client, with our transport only.
-        # Timeouts are the aiohttp session's (connect, sock_read); none of httpx's on top.
-        return httpx.AsyncClient(transport=dispatch, follow_redirects=True, trust_env=False, timeout=None)  # noqa: S113
+        # Timeouts are the aiohttp session's (connect, sock_read), none of httpx's on top; cookies are the
+        # session's jar, so httpx keeps none (LiteLLM's own blocked jar).
+        return httpx.AsyncClient(
+            transport=dispatch,
+            follow_redirects=True,
+            trust_env=False,
+            timeout=None,  # noqa: S113
+            cookies=blocked_cookie_jar(),
+        )
 
     replacements: list[tuple[type, str, Any]] = [
         (handler_cls, "create_client", create_client),
@@ -187,17 +203,18 @@ def _install() -> None:
         (handler_cls, "_create_async_transport", staticmethod(create_async_transport)),
         (openai_cls, "_get_async_http_client", staticmethod(get_async_http_client)),
     ]
-    for owner, name, replacement in replacements:
-        _SEAM.originals[(owner, name)] = owner.__dict__[name]
-        setattr(owner, name, replacement)
-    _SEAM.dispatch = dispatch
-    cache.flush_cache()  # clients LiteLLM built before the seam would send around it
-    for name in MODULE_CLIENTS:  # the same, kept outside the cache (image URL fetches); rebuilt on use
-        vars(litellm).pop(name, None)
     try:
+        for owner, name, replacement in replacements:
+            # Its own attribute, or MISSING where it inherits one: put back by deleting ours.
+            _SEAM.originals[(owner, name)] = vars(owner).get(name, MISSING)
+            setattr(owner, name, replacement)
+        _SEAM.dispatch = dispatch
+        _forget_clients(cache, litellm)  # clients LiteLLM built before the seam would send around it
         _self_check(dispatch, handler_cls, openai_cls, cache)
-    except BaseException:
+    except BaseException as exc:
         _uninstall()
+        if isinstance(exc, (AttributeError, TypeError, KeyError)):
+            raise SeamError(_moved(f"{type(exc).__name__} while installing")) from exc
         raise
 
 
@@ -218,13 +235,27 @@ def _self_check(dispatch: Dispatch, handler_cls: type, openai_cls: type, cache: 
         raise SeamError(_moved("not handing out the gateway's transport: " + ", ".join(wrong)))
 
 
+def _forget_clients(cache: Any, litellm: Any) -> None:
+    cache.flush_cache()
+    for name in MODULE_CLIENTS:  # kept outside the cache (image URL fetches); rebuilt by the factories on use
+        vars(litellm).pop(name, None)
+
+
 def _uninstall() -> None:
     for (owner, name), original in _SEAM.originals.items():
-        setattr(owner, name, original)
+        if original is MISSING:
+            with contextlib.suppress(AttributeError):
+                delattr(owner, name)
+        else:
+            setattr(owner, name, original)
     _SEAM.originals.clear()
     _SEAM.dispatch = None
+    with contextlib.suppress(SeamError, ImportError):
+        from litellm.rust_bridge.configuration import reset_rust_configuration
+
+        reset_rust_configuration()
     with contextlib.suppress(SeamError):
-        _targets()[2].flush_cache()  # clients holding Dispatch must not outlive the seam
+        _forget_clients(_targets()[2], litellm_module())  # clients holding Dispatch must not outlive the seam
 
 
 @contextlib.contextmanager

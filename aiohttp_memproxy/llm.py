@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import importlib.util
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Collection, Iterator, Mapping
 from importlib import metadata
 from typing import Any
 
@@ -27,7 +27,7 @@ import litellm
 import openai
 import structlog
 from litellm.anthropic_interface import messages as anthropic_messages
-from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, blocked_cookie_jar
 from litellm.types.utils import shared_backend_model_info
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
 from openai.types.responses.response_create_params import ResponseCreateParamsStreaming
@@ -62,6 +62,9 @@ litellm.disable_anthropic_gemini_context_caching_transform = True
 CLIENT_KIND = {"openai": "openai_sdk", "anthropic": "http_handler", "hosted_vllm": "http_handler"}
 # Providers LiteLLM 1.106.2 serves only with a package it does not require (module, distribution).
 NEEDS_PACKAGE = {"vertex_ai": ("google.auth", "google-auth")}
+# Providers whose LiteLLM path opens an HTTP session of its own, around any transport (1.106.2): serving them
+# would drop the cookie jar, so they are refused, naming the provider that serves the same API.
+OWN_SESSION = {"aiohttp_openai": "openai"}
 # LiteLLM's own test for an azure/ api_base on Cloudflare AI Gateway (llms/azure/azure.py, 1.106.2).
 CLOUDFLARE_AI_GATEWAY = "gateway.ai.cloudflare.com"
 # What a client may set in a chat request: OpenAI's own parameters (from the SDK, so new ones follow it),
@@ -103,6 +106,8 @@ OWN_PARAMS = frozenset({"model", "extra_headers"})
 # model_info keys a config may set over LiteLLM's map (custom prices, as on a LiteLLM proxy).
 PRICE_SUFFIXES = ("_cost_per_token", "_cost_per_second", "_cost_per_request", "_token_cost")
 LITELLM_VERSION = metadata.version("litellm")
+# Providers whose model info LiteLLM asks the model's own server for (a blocking request).
+ASKS_SERVER = ("ollama/", "ollama_chat/")
 # Marks a price-map entry this gateway registered for a model LiteLLM did not know (LiteLLM ignores the key).
 ASSUMED = "memproxy_assumed"
 # Models whose LiteLLM knowledge is remembered (wildcards resolve to any name a client sends): bounded.
@@ -118,11 +123,14 @@ def _known_info(litellm_model: str) -> dict[str, Any] | None:
     for an unknown model, in this process, by any app, is not knowledge)."""
     if litellm.model_cost.get(litellm_model, {}).get(ASSUMED):
         return None
+    if litellm_model.startswith(ASKS_SERVER):  # LiteLLM would ask the model's server, blocking, at startup
+        return None
     try:
-        known: dict[str, Any] = dict(litellm.get_model_info(litellm_model))
+        info = litellm.get_model_info(litellm_model)
     except Exception:  # LiteLLM raises a bare Exception for a model its map lacks
         return None
-    return known
+    # A guess from the name (LiteLLM's capability rules: "o3-...", "gpt-5...") is not knowledge of a model.
+    return None if litellm.utils.is_generalized_model_info(info) else dict(info)
 
 
 def register_model_info(model: ModelConfig) -> None:
@@ -163,6 +171,13 @@ def provider_errors(settings: Settings) -> list[str]:
     """Models whose provider LiteLLM cannot serve: refused at startup, named by their key path."""
     found = []
     for index, model in enumerate(settings.models):
+        if model.provider in OWN_SESSION:
+            found.append(
+                f"model_list[{index}].litellm_params.model: LiteLLM sends {model.provider}/ through an HTTP "
+                f"session of its own, around the cookie jar: use {OWN_SESSION[model.provider]}/ "
+                f"(model {model.name!r})"
+            )
+            continue
         needs = next(
             (need for prefix, need in NEEDS_PACKAGE.items() if model.provider.startswith(prefix)), None
         )
@@ -236,34 +251,41 @@ class LLMClients:
                 base_url=api_base,
                 api_key=api_key,
                 max_retries=0,  # retries are the transport's, and LiteLLM's num_retries
-                # Timeouts are the aiohttp session's (connect, sock_read); none of httpx's on top.
-                http_client=httpx.AsyncClient(transport=self._transport, timeout=None),  # noqa: S113
+                http_client=self._httpx_client(),
             )
         return self._openai[key]
 
-    def _azure_gateway_client(self, model: ModelConfig) -> openai.AsyncOpenAI:
+    def _azure_gateway_client(self, resolved: ResolvedModel) -> openai.AsyncOpenAI:
         """``azure/`` through Cloudflare AI Gateway: LiteLLM 1.106.2 builds that client itself, around its
         factories (``_init_azure_client_for_cloudflare_ai_gateway`` in ``llms/azure/common_utils.py``),
-        unless it is given one. Built as LiteLLM builds it (base URL + deployment), over our transport."""
-        base = str(model.params["api_base"]).rstrip("/")
-        key = (f"{base}#azure", str(model.params.get("api_key") or ""))
+        unless it is given one. Built as LiteLLM builds it (base URL + deployment), over our transport: one
+        per base, deployment and key."""
+        params = resolved.config.params
+        base = str(params["api_base"]).rstrip("/")
+        deployment = resolved.litellm_model.partition("/")[2]
+        key = (f"{base}/{deployment}#azure", str(params.get("api_key") or ""))
         if key not in self._openai:
-            deployment = model.litellm_model.partition("/")[2]
             self._openai[key] = openai.AsyncAzureOpenAI(
                 base_url=f"{base}/{deployment}",
-                api_version=str(model.params.get("api_version") or litellm.AZURE_DEFAULT_API_VERSION),
+                api_version=str(params.get("api_version") or litellm.AZURE_DEFAULT_API_VERSION),
                 api_key=key[1] or None,
-                azure_ad_token=model.params.get("azure_ad_token"),
+                azure_ad_token=params.get("azure_ad_token"),
                 max_retries=0,
-                http_client=httpx.AsyncClient(transport=self._transport, timeout=None),  # noqa: S113
+                http_client=self._httpx_client(),
             )
         return self._openai[key]
 
-    def _client(self, model: ModelConfig) -> Any:
+    def _httpx_client(self) -> httpx.AsyncClient:
+        """For an SDK client: our transport; cookies are the session's jar, so httpx keeps none of its own
+        (LiteLLM's blocked jar); timeouts are the session's (connect, sock_read), none of httpx's on top."""
+        return httpx.AsyncClient(transport=self._transport, timeout=None, cookies=blocked_cookie_jar())  # noqa: S113
+
+    def _client(self, resolved: ResolvedModel) -> Any:
+        model = resolved.config
         if "mock_response" in model.params:
             return None  # answered inside LiteLLM, no HTTP
         if model.provider == "azure" and CLOUDFLARE_AI_GATEWAY in str(model.params.get("api_base") or ""):
-            return self._azure_gateway_client(model)
+            return self._azure_gateway_client(resolved)
         match client_kind(model.provider):
             case "openai_sdk":
                 return self._openai_client(model)
@@ -272,12 +294,13 @@ class LLMClients:
         return None  # LiteLLM builds one, from the seam: our transport all the same
 
     @contextlib.contextmanager
-    def _call(self, model: str, request: Mapping[str, Any]) -> Iterator[None]:
+    def _call(self, model: str, sent: Collection[str]) -> Iterator[None]:
         """Around one call into LiteLLM: our transport current for its clients, and its failures as ours.
+        ``sent``: the parameters of the client's request that were handed to LiteLLM.
 
-        What LiteLLM raises before any request left is a request it could not translate: whatever its
-        class, a 400 (``llm_errors.local_error``). After a request left, LiteLLM's and httpx's errors are
-        the upstream's; anything else is a bug of ours or LiteLLM's, left to aiohttp's 500.
+        What LiteLLM raises before any request left is said as such (``llm_errors.local_error``: the
+        client's request, or the gateway's own failure). After a request left, LiteLLM's and httpx's errors
+        are the upstream's; anything else is a bug of ours or LiteLLM's, left to aiohttp's 500.
         """
         CURRENT.set(self._transport)
         outbound = Outbound()
@@ -287,7 +310,7 @@ class LLMClients:
         except Exception as exc:
             if outbound.attempts and not isinstance(exc, UPSTREAM_ERRORS):
                 raise
-            raise to_proxy_error(exc, model, left=outbound.attempts > 0, sent=tuple(request)) from exc
+            raise to_proxy_error(exc, model, left=outbound.attempts > 0, sent=sent) from exc
 
     def _kwargs(
         self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]
@@ -306,7 +329,7 @@ class LLMClients:
         extra_headers = {**model.params.get("extra_headers", {}), **headers}
         if extra_headers:
             kwargs["extra_headers"] = extra_headers
-        client = self._client(model)
+        client = self._client(resolved)
         if client is not None:
             kwargs["client"] = client
         return kwargs
@@ -315,9 +338,8 @@ class LLMClients:
         self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]
     ) -> Any:
         """``litellm.acompletion``: a ModelResponse, or a CustomStreamWrapper when ``stream`` is set."""
-        kwargs = self._kwargs(resolved, request, headers)
-        with self._call(resolved.config.name, request):
-            return await litellm.acompletion(**kwargs)
+        with self._call(resolved.config.name, [key for key in request if key in CLIENT_PARAMS]):
+            return await litellm.acompletion(**self._kwargs(resolved, request, headers))
 
     async def responses(
         self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]
@@ -325,10 +347,9 @@ class LLMClients:
         """``litellm.aresponses``: a ResponsesAPIResponse, or an iterator of its stream events. Native where
         LiteLLM has the upstream's Responses API (openai/, azure/, xai/, openrouter/, hosted_vllm/, ...),
         bridged to chat completions or Messages elsewhere; either way over our transport."""
-        kwargs = self._kwargs(resolved, {}, headers)
-        kwargs.update({key: value for key, value in request.items() if key in RESPONSES_PARAMS})
-        with self._call(resolved.config.name, request):
-            return await litellm.aresponses(**kwargs)
+        given = {key: value for key, value in request.items() if key in RESPONSES_PARAMS}
+        with self._call(resolved.config.name, given):
+            return await litellm.aresponses(**{**self._kwargs(resolved, {}, headers), **given})
 
     @staticmethod
     async def response_events(stream: Any, model_name: str) -> AsyncGenerator[bytes, None]:
@@ -358,11 +379,23 @@ class LLMClients:
         events pass through as bytes; other upstreams go through LiteLLM's translation (to chat completions,
         or to the Responses API for an OpenAI reasoning or responses-only model).
         """
+        given = {key: value for key, value in request.items() if key in MESSAGES_PARAMS}
+        given["max_tokens"] = request["max_tokens"]
+        with self._call(resolved.config.name, given):
+            kwargs = self._messages_kwargs(resolved, given, headers, client_headers)
+            return await anthropic_messages.acreate(**kwargs)
+
+    def _messages_kwargs(
+        self,
+        resolved: ResolvedModel,
+        given: Mapping[str, Any],
+        headers: Mapping[str, str],
+        client_headers: Mapping[str, str],
+    ) -> dict[str, Any]:
         model = resolved.config
         kwargs = self._kwargs(resolved, {}, headers)
         kwargs.pop("drop_params", None)
-        kwargs.update({key: value for key, value in request.items() if key in MESSAGES_PARAMS})
-        kwargs["max_tokens"] = request["max_tokens"]
+        kwargs.update(given)
         if model.provider != "anthropic":
             self._translatable(resolved, kwargs)
         else:
@@ -372,8 +405,7 @@ class LLMClients:
             kwargs["extra_headers"] = {**kwargs.get("extra_headers", {}), **dict(exact)}
             if exact:
                 kwargs["client"] = self._pinned_handler(exact)
-        with self._call(model.name, request):
-            return await anthropic_messages.acreate(**kwargs)
+        return kwargs
 
     def _translatable(self, resolved: ResolvedModel, kwargs: dict[str, Any]) -> None:
         """A Messages request for another provider, as its client sent it (Claude Code cannot adapt its
@@ -450,7 +482,7 @@ class LLMClients:
             messages = list(request.get("messages") or [])
             if isinstance(request.get("system"), str):
                 messages.insert(0, {"role": "system", "content": request["system"]})
-            with self._call(model.name, request):
+            with self._call(model.name, ["messages", "system"]):
                 count = litellm.token_counter(model=resolved.litellm_model, messages=messages)
             return {"input_tokens": int(count)}
         base = str(model.params.get("api_base") or DEFAULT_ANTHROPIC_BASE).rstrip("/")
@@ -469,7 +501,7 @@ class LLMClients:
         if model.params.get("api_key"):
             upstream_headers["x-api-key"] = str(model.params["api_key"])
         body = {**request, "model": resolved.litellm_model.partition("/")[2] or resolved.litellm_model}
-        with self._call(model.name, request):
+        with self._call(model.name, list(request)):
             response = await self._http_handler.post(url, json=body, headers=upstream_headers)
         result: dict[str, Any] = response.json()
         return result

@@ -16,10 +16,12 @@ import openai
 import structlog
 from litellm.exceptions import (
     APIConnectionError,
+    BadRequestError,
     ContentPolicyViolationError,
     ContextWindowExceededError,
     MidStreamFallbackError,
     Timeout,
+    UnsupportedParamsError,
 )
 
 from aiohttp_memproxy import errors
@@ -32,6 +34,19 @@ UNSUPPORTED_LIST = re.compile(r"does not support parameters:\s*\[([^\]]*)\]")
 SAFE_PARAM = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}")
 # Named in nearly every LiteLLM message ("for model=..."), so never taken as the culprit by a text search.
 NOT_A_CULPRIT = frozenset({"model"})
+# What LiteLLM raises, before sending, about the request itself: a parameter the target cannot take, or a
+# body its translation could not read (LiteLLM wraps a TypeError or AttributeError from reading the client's
+# messages in its APIConnectionError: the chain decides). Anything else before sending is the gateway's own
+# failure (a missing key, a missing package, a bug), never the client's.
+REQUEST_SHAPED = (
+    UnsupportedParamsError,
+    BadRequestError,
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    IndexError,
+)
 # LiteLLM's errors about an upstream exchange (they subclass the OpenAI SDK's), and our transport's.
 UPSTREAM_ERRORS = (openai.OpenAIError, httpx.HTTPError)
 
@@ -95,7 +110,19 @@ def culprit(exc: BaseException, sent: Collection[str]) -> str | None:
 
 
 def local_error(exc: BaseException, model: str, sent: Collection[str]) -> errors.ProxyError:
-    """LiteLLM refused the request before anything left the gateway: the client's request, a 400."""
+    """LiteLLM failed before anything left the gateway: the client's request (a 400 naming the parameter)
+    when the failure is about the request, else the gateway's own failure (a 500 that says so)."""
+    if not any(isinstance(error, REQUEST_SHAPED) for error in _chain(exc)):
+        log.error(
+            "gateway_error",
+            error=type(exc).__name__,
+            cause=type(exc.__cause__).__name__ if exc.__cause__ else None,
+        )
+        return errors.ProxyError(
+            f"model {model!r}: the gateway failed preparing the request (nothing was sent upstream; its log "
+            "says why)",
+            code="gateway_error",
+        )
     param = culprit(exc, sent)
     log.warning("request_untranslatable", error=type(exc).__name__, param=param)
     what = f"parameter {param!r}" if param else "the request"

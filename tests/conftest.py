@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 # Before anything imports litellm: never fetch the price map from the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from aiohttp_memproxy import logs
+from aiohttp_memproxy import litellm_seam, logs
 from aiohttp_memproxy.app import create_app
 from aiohttp_memproxy.settings import Settings, load_settings
 from tests.fake_upstream import FakeUpstream
@@ -64,6 +64,16 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(socket.socket, "connect", connect)
     yield attempts
     assert attempts == [], f"a test tried to leave loopback: {attempts}"
+
+
+@pytest.fixture(autouse=True)
+def nothing_around_the_jar(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The tripwire: no request of LiteLLM's reaches the seam outside a gateway call (one that would have been
+    sent with a client of LiteLLM's own, cookie-less), in any test but those that provoke one on purpose."""
+    before = litellm_seam.escapes()
+    yield
+    if request.node.get_closest_marker("provokes_escape") is None:
+        assert litellm_seam.escapes() == before, "LiteLLM sent a request outside a gateway call"
 
 
 def base_config(**sections: Any) -> dict[str, Any]:

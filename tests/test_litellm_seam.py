@@ -96,6 +96,7 @@ async def test_refuses_to_start_when_litellm_rust_forces_its_own_http(
     assert "LITELLM_RUST" in str(error)
 
 
+@pytest.mark.provokes_escape
 async def test_a_request_outside_a_gateway_call_is_refused_and_counted(
     app_client: AppClient, make_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
 ) -> None:
@@ -126,6 +127,20 @@ async def test_unknown_provider_is_refused_at_startup(
     assert isinstance(error, ConfigError)
     assert error.errors == (
         "model_list[0].litellm_params.model: LiteLLM 1.106.2 has no provider 'no-such-provider' (model 'x')",
+    )
+
+
+async def test_provider_with_a_session_of_its_own_is_refused_at_startup(
+    make_settings: Callable[..., Settings],
+) -> None:
+    params = {"model": "aiohttp_openai/gpt-4o", "api_base": "http://127.0.0.1:9/v1", "api_key": "k"}
+    error = await refused(
+        make_settings(base_config(model_list=[{"model_name": "a", "litellm_params": params}]))
+    )
+    assert isinstance(error, ConfigError)
+    assert error.errors == (
+        "model_list[0].litellm_params.model: LiteLLM sends aiohttp_openai/ through an HTTP session of its "
+        "own, around the cookie jar: use openai/ (model 'a')",
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from aiohttp_memproxy.llm_errors import culprit
 from aiohttp_memproxy.settings import Settings
-from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, base_config
+from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, LogLines, base_config
 from tests.fake_upstream import FakeUpstream
 from tests.test_chat_errors import assert_openai_error
 from tests.test_messages import assert_anthropic_error
@@ -120,3 +120,27 @@ def test_culprit_never_echoes_a_hostile_key() -> None:
     hostile = "<script>" + "x" * 100
     error: Any = ValueError(f"unknown field {hostile}")
     assert culprit(error, [hostile]) is None
+
+
+async def test_a_failure_of_the_gateway_before_sending_is_not_the_clients(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
+    monkeypatch: pytest.MonkeyPatch,
+    log_lines: LogLines,
+) -> None:
+    """An anthropic/ model with no key anywhere: LiteLLM refuses before sending. Not a 400 (the request is
+    fine), not "the upstream rejected" (nothing left): the gateway's own 500, and its log names the class."""
+    fake, url = upstream
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    params = {"model": "anthropic/claude-x", "api_base": url}
+    client = await app_client(
+        make_settings(base_config(model_list=[{"model_name": "c", "litellm_params": params}]))
+    )
+    response = await client.post("/v1/chat/completions", json={"model": "c", "messages": MESSAGES})
+    assert response.status == 500
+    error = assert_openai_error(await response.json())
+    assert error["code"] == "gateway_error"
+    assert "nothing was sent upstream" in error["message"]
+    assert fake.seen == []
+    assert [line["error"] for line in log_lines.named("gateway_error")] == ["AuthenticationError"]

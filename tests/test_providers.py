@@ -192,3 +192,33 @@ async def test_no_other_network_while_serving(
         assert (await counted.json())["input_tokens"] > 0
     assert loopback_only == []
     assert len(fake.seen) == 4  # two chats, two Messages: counting is local
+
+
+async def test_azure_deployments_behind_one_cloudflare_ai_gateway(
+    app_client: AppClient, make_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
+) -> None:
+    """Two deployments, one gateway base and key: each request reaches its own deployment."""
+    fake, url = upstream
+    base = f"{url}/v1/acct/gateway.ai.cloudflare.com/azure-openai/res"
+    entries = [
+        {
+            "model_name": name,
+            "litellm_params": {
+                "model": f"azure/{name}",
+                "api_base": base,
+                "api_key": "k",
+                "api_version": "2024-10-21",
+            },
+        }
+        for name in ("dep-a", "dep-b")
+    ]
+    client = await app_client(make_settings(base_config(model_list=entries)))
+    for name in ("dep-a", "dep-b", "dep-a"):
+        response = await post(client, {"model": name, "messages": MESSAGES})
+        assert response.status == 200, await response.text()
+    prefix = "/v1/acct/gateway.ai.cloudflare.com/azure-openai/res"
+    assert [seen.path for seen in fake.seen] == [
+        f"{prefix}/dep-a/chat/completions",
+        f"{prefix}/dep-b/chat/completions",
+        f"{prefix}/dep-a/chat/completions",
+    ]

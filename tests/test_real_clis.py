@@ -1,6 +1,7 @@
 """The real coding CLIs against the real gateway, end to end: what they send must work. The binaries come
-from ``make cli-deps`` (pinned npm packages in ``.cli/``, which CI installs); a test skips, saying why, where
-one cannot be had. The upstream is the fake on loopback behind its cookie gate; no test leaves loopback."""
+from ``make cli-deps`` (npm packages pinned and locked in ``tests/clis``, which CI installs); a test skips,
+saying why, where one cannot be had. The CLIs are pointed at the gateway on loopback, and the gateway at the
+fake upstream behind its cookie gate; telemetry and update checks are switched off."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from aiohttp_memproxy.settings import Settings
 from tests.conftest import MASTER_KEY, REPO, UPSTREAM_KEY, AppClient, base_config
 from tests.fake_upstream import FakeUpstream
 
-CLI_BIN = REPO / ".cli" / "node_modules" / ".bin"
+CLI_BIN = REPO / "tests" / "clis" / "node_modules" / ".bin"
 TIMEOUT_S = 180
 
 
@@ -24,7 +25,7 @@ def cli(name: str) -> Path:
     """The pinned binary from ``make cli-deps``; skipped with the reason where it cannot be had."""
     found = CLI_BIN / name
     if not found.exists():
-        pytest.skip(f"{name} is not installed: run `make cli-deps` (npm, pinned versions in the Makefile)")
+        pytest.skip(f"{name} is not installed: run `make cli-deps` (npm; versions pinned in tests/clis)")
     if shutil.which("node") is None:
         pytest.skip(f"{name} needs Node.js, which is not on PATH")
     return found
