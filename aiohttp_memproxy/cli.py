@@ -162,7 +162,7 @@ def _run(settings: Settings) -> int:
 def check(settings: Settings, out: TextIO, err: TextIO) -> int:
     print(f"config: {settings.source} (sha256 {settings.digest[:12]})", file=out)
     print("models:", file=out)
-    width = max(len(model.name) for model in settings.models)
+    width = max((len(model.name) for model in settings.models), default=0)
     for model in settings.models:
         status = "ok" if model.enabled else f"disabled: {', '.join(model.missing_env)} not set"
         memory = " [supermemory]" if model.supermemory else ""

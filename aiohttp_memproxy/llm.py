@@ -208,6 +208,8 @@ class LLMClients:
         self._openai: dict[tuple[str | None, str], openai.AsyncOpenAI] = {}  # AsyncAzureOpenAI is one
         self._pinned: OrderedDict[tuple[tuple[str, str], ...], AsyncHTTPHandler] = OrderedDict()
         self.closed = False
+        if not settings.models and settings.proxy.mode == "sdk":
+            log.warning("model_list_empty", detail="no model is configured: every model request gets a 404")
         problems = provider_errors(settings)
         if problems:
             raise ConfigError(str(settings.source), problems)

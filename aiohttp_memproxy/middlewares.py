@@ -18,6 +18,7 @@ from aiohttp.typedefs import Handler
 
 from aiohttp_memproxy.errors import AuthenticationFailed, Dialect, ProxyError
 from aiohttp_memproxy.keys import DIALECT, METRICS, REQUEST_ID, REQUEST_STARTED, RUNTIME, RUNTIMES, SETTINGS
+from aiohttp_memproxy.settings import is_loopback
 
 log = structlog.get_logger()
 
@@ -25,17 +26,11 @@ REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 ANTHROPIC_PREFIXES = ("/v1/messages", "/messages", "/api/event_logging")
 MODEL_LIST_PATHS = ("/v1/models", "/models")
-# Reachable without the master key; they show no secret.
-PUBLIC_PATHS = frozenset(
-    {
-        "/health",
-        "/health/liveliness",
-        "/health/liveness",
-        "/health/readiness",
-        "/memory-routing/info",
-        "/metrics",
-    }
-)
+# Reachable without the master key wherever the gateway listens: probes, and Claude Code's start-up ping.
+PUBLIC_PATHS = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness", "/api/hello"})
+# Reachable without the key only on a loopback address: they show no secret, but they do show the config's
+# path, variable names, cookie names, memory users and traffic, which are nobody else's business.
+LOOPBACK_PUBLIC_PATHS = frozenset({"/health", "/memory-routing/info", "/metrics"})
 KEY_HEADERS = ("x-api-key", "x-litellm-api-key", "api-key")
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away", used in the log line only
 
@@ -137,6 +132,8 @@ def presented_keys(request: web.Request) -> list[str]:
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     master_key = request[RUNTIME].settings.master_key
     if master_key is None or request.path in PUBLIC_PATHS:
+        return await handler(request)
+    if request.path in LOOPBACK_PUBLIC_PATHS and is_loopback(request.app[SETTINGS].proxy.host):
         return await handler(request)
     presented = presented_keys(request)
     if not presented:

@@ -226,7 +226,8 @@ class _Router(_Section):
 
 
 class _Raw(_Section):
-    model_list: list[_ModelEntry] = Field(min_length=1)
+    # May be empty, as for a LiteLLM proxy: forward mode needs no model (sdk mode warns at startup).
+    model_list: list[_ModelEntry] = Field(default_factory=list)
     general_settings: _General = Field(default_factory=_General)
     litellm_settings: LitellmSettings = Field(default_factory=LitellmSettings)
     router_settings: _Router = Field(default_factory=_Router)

@@ -256,6 +256,12 @@ async def stored_response(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/api/hello")  # HEAD too (aiohttp adds it to a GET)
+async def hello(request: web.Request) -> web.Response:
+    """Claude Code's start-up ping (``HEAD /api/hello``): an empty 200, no key needed."""
+    return web.Response()
+
+
 @routes.post("/api/event_logging/batch")
 async def event_logging(request: web.Request) -> web.Response:
     """Claude Code's telemetry: accepted and dropped, so it does not 404."""

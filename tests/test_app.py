@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -228,6 +229,32 @@ async def test_public_paths_need_no_key_and_show_none(
         text = await response.text()
         assert MASTER_KEY not in text
         assert UPSTREAM_KEY not in text
+
+
+async def test_on_a_non_loopback_address_only_the_probes_are_public(
+    app_client: AppClient, keyed_settings: Settings
+) -> None:
+    """Bound beyond loopback, /health's details, /metrics and the routing info need the master key; the
+    LiteLLM-style probes and Claude Code's ping stay public."""
+    settings = replace(keyed_settings, proxy=keyed_settings.proxy.model_copy(update={"host": "0.0.0.0"}))
+    client = await app_client(settings)
+    for path in ("/health/liveliness", "/health/liveness", "/health/readiness", "/api/hello"):
+        assert (await client.get(path)).status == 200, path
+    auth = {"Authorization": f"Bearer {MASTER_KEY}"}
+    for path in ("/health", "/metrics", "/memory-routing/info"):
+        refused = await client.get(path)
+        assert refused.status == 401, path
+        assert (await refused.json())["error"]["type"] == "authentication_error"
+        assert (await client.get(path, headers=auth)).status == 200, path
+
+
+async def test_claude_codes_start_up_ping(app_client: AppClient, keyed_settings: Settings) -> None:
+    """``HEAD /api/hello`` on start: an empty 200 without a key, so its logs and ours stay clean."""
+    client = await app_client(keyed_settings)
+    for method in ("HEAD", "GET"):
+        response = await client.request(method, "/api/hello", headers={"User-Agent": "claude-cli/2.1.328"})
+        assert response.status == 200, method
+        assert await response.read() == b""
 
 
 async def test_no_master_key_means_open_on_loopback(app_client: AppClient, settings: Settings) -> None:

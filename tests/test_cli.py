@@ -56,6 +56,17 @@ def test_check_with_config_from_environment(
     assert str(path) in result.stdout
 
 
+def test_check_a_config_with_no_model(
+    child_env: dict[str, str], write_config: Callable[[dict[str, Any] | str], Path]
+) -> None:
+    """Forward mode needs no model: such a config checks clean."""
+    path = write_config({"memproxy": {"mode": "forward", "upstream": "http://127.0.0.1:4000"}})
+    result = memproxy("check", "--config", str(path), env=child_env)
+    assert result.returncode == 0, result.stderr
+    assert "models:" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
 def test_check_invalid_config_lists_errors_without_traceback(
     child_env: dict[str, str], write_config: Callable[[dict[str, Any] | str], Path]
 ) -> None:

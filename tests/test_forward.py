@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from aiohttp_memproxy.settings import Settings
-from tests.conftest import MASTER_KEY, MESSAGES, AppClient, base_config, sse_frames
+from tests.conftest import MASTER_KEY, MESSAGES, AppClient, LogLines, base_config, sse_frames
 from tests.fake_upstream import FakeUpstream
 from tests.test_cli import free_port, wait_ready
 from tests.test_service import start
@@ -135,3 +135,33 @@ async def test_cli_rollback_switch_from_the_environment(
         if process.poll() is None:
             process.kill()
         process.communicate()
+
+
+@pytest.mark.parametrize("model_list", [[], None], ids=["empty", "absent"])
+async def test_forward_mode_needs_no_model(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
+    log_lines: LogLines,
+    model_list: list[Any] | None,
+) -> None:
+    """The rollback path proxies raw: a config with no model (as a LiteLLM proxy accepts) serves it."""
+    fake, url = upstream
+    doc: dict[str, Any] = {"memproxy": {"mode": "forward", "upstream": url}}
+    if model_list is not None:
+        doc["model_list"] = model_list
+    client = await app_client(make_settings(doc))
+    response = await client.post("/v1/chat/completions", json={"model": "any", "messages": MESSAGES})
+    assert response.status == 200
+    assert fake.seen[-1].body["model"] == "any"
+    assert log_lines.named("model_list_empty") == []  # forward mode: nothing to warn about
+
+
+async def test_sdk_mode_with_no_model_warns_and_serves(
+    app_client: AppClient, make_settings: Callable[..., Settings], log_lines: LogLines
+) -> None:
+    client = await app_client(make_settings({"model_list": []}))
+    assert [line["event"] for line in log_lines.named("model_list_empty")] == ["model_list_empty"]
+    response = await client.post("/v1/chat/completions", json={"model": "any", "messages": MESSAGES})
+    assert response.status == 404
+    assert (await client.get("/health")).status == 200
