@@ -6,25 +6,43 @@ CONFIG ?= conf/config.yaml
 # No network probe for LiteLLM's price map: tests, runs and benchmarks stay on loopback.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test lint check clean install-service install-user-service verify-units bench bench-deps load cli-deps
+.PHONY: run test lint check clean install-service install-user-service verify-units bench bench-deps load cli-deps lock
 
 PREFIX ?= /opt/aiohttp-memproxy
 USER_PREFIX ?= $(HOME)/.local/share/aiohttp-memproxy/venv
 USER_CONFIG ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/aiohttp-memproxy
 USER_UNITS ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/systemd/user
 
+# Every dependency comes from a lock file, each with its sha256 (pip-compile --generate-hashes; `make lock`):
+# requirements.lock for the gateway (setuptools and wheel, its build, included), requirements-dev.lock adds
+# the test and lint tools. The project itself is then installed without dependencies or a build download.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+INSTALL_LOCKED = python -m pip install --quiet --require-hashes --no-deps -r
+INSTALL_SELF = python -m pip install --quiet --no-deps --no-build-isolation
+PIP_TOOLS := pip-tools==7.6.2
+COMPILE = .lock-venv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--build-deps-for wheel --no-emit-index-url --no-emit-find-links
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# The stamps re-install when setup.cfg changes, and not otherwise.
-$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/python -m pip install --quiet -e .
+# The stamps re-install when setup.cfg or a lock changes, and not otherwise.
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml $(LOCK)
+	$(BIN)/$(INSTALL_LOCKED) $(LOCK)
+	$(BIN)/$(INSTALL_SELF) -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+$(VENV)/.installed-dev: $(VENV)/.installed $(DEV_LOCK)
+	$(BIN)/$(INSTALL_LOCKED) $(DEV_LOCK)
 	touch $@
+
+# Regenerate both locks from setup.cfg (newest versions its ranges allow); then run make test and make bench.
+lock:
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet $(PIP_TOOLS)
+	$(COMPILE) --output-file $(LOCK) setup.cfg
+	$(COMPILE) --extra test --extra lint --constraint $(LOCK) --output-file $(DEV_LOCK) setup.cfg
 
 run: $(VENV)/.installed
 	$(BIN)/memproxy serve --config $(CONFIG)
@@ -63,8 +81,8 @@ bench-deps:
 # An existing config.yaml or env is never overwritten.
 install-service:
 	$(PYTHON) -m venv $(PREFIX)
-	$(PREFIX)/bin/python -m pip install --quiet --upgrade pip
-	$(PREFIX)/bin/python -m pip install --quiet .
+	$(PREFIX)/bin/$(INSTALL_LOCKED) $(LOCK)
+	$(PREFIX)/bin/$(INSTALL_SELF) .
 	install -D -m 0644 README.md $(PREFIX)/README.md
 	install -D -m 0644 systemd/aiohttp-memproxy.service /etc/systemd/system/aiohttp-memproxy.service
 	install -d -m 0755 /etc/aiohttp-memproxy
@@ -77,8 +95,8 @@ install-service:
 # User service, for an IDE user's workstation: no root needed.
 install-user-service:
 	$(PYTHON) -m venv $(USER_PREFIX)
-	$(USER_PREFIX)/bin/python -m pip install --quiet --upgrade pip
-	$(USER_PREFIX)/bin/python -m pip install --quiet .
+	$(USER_PREFIX)/bin/$(INSTALL_LOCKED) $(LOCK)
+	$(USER_PREFIX)/bin/$(INSTALL_SELF) .
 	install -D -m 0644 systemd/aiohttp-memproxy-user.service $(USER_UNITS)/aiohttp-memproxy.service
 	install -d -m 0700 $(USER_CONFIG)
 	[ -e $(USER_CONFIG)/config.yaml ] || install -m 0644 conf/config.yaml $(USER_CONFIG)/config.yaml
@@ -106,4 +124,4 @@ verify-units: $(VENV)/.installed
 	rm -rf .units
 
 clean:
-	rm -rf $(VENV) .bench-venv tests/clis/node_modules build *.egg-info .pytest_cache .mypy_cache .ruff_cache .units bench-results.json load-results.json
+	rm -rf $(VENV) .bench-venv .lock-venv tests/clis/node_modules build *.egg-info .pytest_cache .mypy_cache .ruff_cache .units bench-results.json load-results.json
