@@ -14,7 +14,7 @@ import prometheus_client
 import structlog
 from aiohttp import web
 
-from aiohttp_memproxy import __version__, sse
+from aiohttp_memproxy import __version__, schemas, sse
 from aiohttp_memproxy.errors import InvalidRequest, NotFound
 from aiohttp_memproxy.keys import COOKIES, DIALECT, METRICS, RUNTIME, STARTED_AT
 from aiohttp_memproxy.llm import ANTHROPIC_CLIENT_HEADERS
@@ -174,7 +174,7 @@ def _require(body: dict[str, Any], name: str, kind: type | tuple[type, ...], wha
 @sdk_routes.post("/v1/chat/completions")
 @sdk_routes.post("/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body, resolved, memory = await _model_request(request)
+    body, resolved, memory = await _model_request(request, "chat")
     llm = request[RUNTIME].llm
     result = await llm.chat(resolved, body, memory)
     if body.get("stream") is True:
@@ -187,15 +187,16 @@ def _client_headers(request: web.Request) -> dict[str, str]:
 
 
 async def _model_request(
-    request: web.Request, content: str = "messages"
+    request: web.Request, route: schemas.Route
 ) -> tuple[dict[str, Any], ResolvedModel, dict[str, str]]:
-    """The body (model and its content checked), the model it names, and the memory headers it gets."""
+    """The body (checked against the route's SDK type), the model it names, and its memory headers."""
     body = await json_object(request)
     _require(body, "model", str, "a non-empty string")
-    if content == "input":  # the Responses API: a string, or a list of input items
+    if route == "responses":  # a string, or a list of input items
         _require(body, "input", (str, list), "a non-empty string or array")
     else:
-        _require(body, content, list, "a non-empty array")
+        _require(body, "messages", list, "a non-empty array")
+    schemas.validate(route, body)
     resolved = request[RUNTIME].models.resolve(body["model"])
     router = request[RUNTIME].router
     decision = router.decide(request.headers)
@@ -206,7 +207,7 @@ async def _model_request(
 @sdk_routes.post("/v1/messages")
 @sdk_routes.post("/messages")
 async def messages(request: web.Request) -> web.StreamResponse:
-    body, resolved, memory = await _model_request(request)
+    body, resolved, memory = await _model_request(request, "messages")
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequest("max_tokens: expected a positive integer", param="max_tokens")
@@ -220,7 +221,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
 @sdk_routes.post("/v1/messages/count_tokens")
 @sdk_routes.post("/messages/count_tokens")
 async def count_tokens(request: web.Request) -> web.Response:
-    body, resolved, memory = await _model_request(request)
+    body, resolved, memory = await _model_request(request, "count_tokens")
     counted = await request[RUNTIME].llm.count_tokens(resolved, body, memory, _client_headers(request))
     return web.json_response(counted)
 
@@ -229,7 +230,7 @@ async def count_tokens(request: web.Request) -> web.Response:
 @sdk_routes.post("/responses")
 async def responses(request: web.Request) -> web.StreamResponse:
     """The OpenAI Responses API (Codex CLI): native where the upstream has it, else bridged by LiteLLM."""
-    body, resolved, memory = await _model_request(request, content="input")
+    body, resolved, memory = await _model_request(request, "responses")
     llm = request[RUNTIME].llm
     result = await llm.responses(resolved, body, memory)
     if body.get("stream") is True:

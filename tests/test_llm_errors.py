@@ -59,24 +59,25 @@ async def test_a_parameter_the_model_cannot_take_is_a_400_naming_it(
 
 
 @pytest.mark.parametrize("model", ["gpt-4o-up", "demo"])
-async def test_a_body_litellm_cannot_translate_is_a_400_not_a_502(
+async def test_a_malformed_body_is_a_400_naming_the_field_not_a_502(
     app_client: AppClient,
     make_settings: Callable[..., Settings],
     upstream: tuple[FakeUpstream, str],
     model: str,
 ) -> None:
-    """``messages: [1, 2]``: LiteLLM fails preparing it (the demo model has no upstream at all)."""
+    """``messages: [1, 2]`` reached LiteLLM, which failed preparing it (a 502 "could not be reached", even for
+    the demo model, which has no upstream): now the edge refuses it, naming the item."""
     fake, url = upstream
     client = await app_client(strict_settings(make_settings, url))
     response = await client.post("/v1/chat/completions", json={"model": model, "messages": [1, 2]})
     assert response.status == 400, await response.text()
     error = assert_openai_error(await response.json(), "invalid_request_error")
-    assert "nothing was sent upstream" in error["message"]
-    assert "could not be reached" not in error["message"]
+    assert error["param"] == "messages"
+    assert error["message"] == "messages[0]: Input should be a valid dictionary"
     assert fake.seen == []
 
 
-async def test_messages_litellm_cannot_translate_is_an_anthropic_400(
+async def test_messages_malformed_is_an_anthropic_400(
     app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
 ) -> None:
     fake, _ = upstream
@@ -89,7 +90,7 @@ async def test_messages_litellm_cannot_translate_is_an_anthropic_400(
     assert response.status == 400, await response.text()
     body = await response.json()
     assert_anthropic_error(body, "invalid_request_error")
-    assert "nothing was sent upstream" in body["error"]["message"]
+    assert body["error"]["message"] == "messages[0]: Input should be a valid dictionary"
     assert fake.seen == []
 
 

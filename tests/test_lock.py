@@ -24,19 +24,25 @@ def declared(*extras: str) -> list[Requirement]:
     lines = config["options"]["install_requires"].splitlines()
     for extra in extras:
         lines += config["options.extras_require"][extra].splitlines()
-    return [Requirement(line) for line in (line.strip() for line in lines) if line and not line.startswith("#")]
+    return [
+        Requirement(line) for line in (line.strip() for line in lines) if line and not line.startswith("#")
+    ]
 
 
 def pins(lock: Path) -> dict[str, Version]:
     return {canonicalize_name(name): Version(version) for name, version in PIN.findall(lock.read_text())}
 
 
-@pytest.mark.parametrize(("lock", "extras"), [(LOCK, ()), (DEV_LOCK, ("test", "lint"))], ids=["runtime", "dev"])
+@pytest.mark.parametrize(
+    ("lock", "extras"), [(LOCK, ()), (DEV_LOCK, ("test", "lint"))], ids=["runtime", "dev"]
+)
 def test_lock_satisfies_setup_cfg(lock: Path, extras: tuple[str, ...]) -> None:
     pinned = pins(lock)
     for requirement in declared(*extras):
         name = canonicalize_name(requirement.name)
-        assert name in pinned, f"{requirement} is declared in setup.cfg but not locked in {lock.name}: make lock"
+        assert name in pinned, (
+            f"{requirement} is declared in setup.cfg but not locked in {lock.name}: make lock"
+        )
         assert requirement.specifier.contains(pinned[name], prereleases=True), (
             f"{lock.name} pins {name}=={pinned[name]}, outside setup.cfg's {requirement}: make lock"
         )
@@ -60,7 +66,7 @@ def test_every_pin_has_a_hash_and_no_index_is_committed(lock: Path) -> None:
 
 
 def test_litellm_is_bounded_below_its_next_minor() -> None:
-    """Our seam into LiteLLM is verified per version: a newer minor is taken only by `make lock` on purpose."""
+    """The seam into LiteLLM is verified per version: a newer minor comes only by `make lock`, on purpose."""
     (litellm,) = [r for r in declared() if r.name == "litellm"]
     assert litellm.specifier.contains("1.106.2")
     assert not litellm.specifier.contains("1.107.0")
