@@ -25,7 +25,7 @@ from litellm.exceptions import (
 )
 
 from aiohttp_memproxy import errors
-from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER
+from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, CertificateError
 
 log = structlog.get_logger()
 
@@ -162,6 +162,12 @@ def to_proxy_error(
         return to_proxy_error(original, model)  # what broke the stream, not LiteLLM's wrapper
     # Our transport's own errors are the truth about the connection, however LiteLLM wrapped them.
     for error in _chain(exc):
+        if isinstance(error, CertificateError):
+            return errors.UpstreamUnreachable(
+                f"{where}: the TLS certificate of {error.host} could not be verified (is the CA of a "
+                "TLS-inspecting proxy trusted? memproxy.ca_bundle or SSL_CERT_FILE)",
+                code="upstream_certificate",
+            )
         if isinstance(error, httpx.TimeoutException):
             return errors.UpstreamTimeout(f"{where}: the upstream timed out")
         if isinstance(error, httpx.TransportError):

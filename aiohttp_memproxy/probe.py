@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from aiohttp_memproxy import errors
 from aiohttp_memproxy.app import create_app
@@ -43,6 +44,8 @@ class ProbeResult:
     cookies_set: list[str] = field(default_factory=list)
     cookies_sent: list[str] = field(default_factory=list)  # names the jar replayed on the last attempt
     memory_headers: dict[str, str] = field(default_factory=dict)  # name -> value for the user id, else "set"
+    proxy: str = ""  # the outbound proxy its upstream requests go through (scheme://host:port), or "direct"
+    trust: str = ""  # which certificate authorities its TLS trusts
 
 
 def targets(settings: Settings, names: Sequence[str]) -> list[str]:
@@ -77,6 +80,11 @@ async def _one(runtime: Runtime, name: str) -> ProbeResult:
     memory = runtime.router.memory_headers(model, runtime.router.decide(CIMultiDict()))
     path = "messages" if model.provider == "anthropic" else "chat"
     result = ProbeResult(name, "ok", path=path)
+    egress = runtime.settings.egress
+    api_base = model.params.get("api_base")
+    route = egress.route(URL(str(api_base)) if api_base else URL("https://provider-default"))
+    result.proxy = route.describe() + ("" if api_base else " (for the provider's default URL)")
+    result.trust = egress.describe_trust()
     seen: list[Exchange] = []
     token = EXCHANGES.set(seen)
     started = time.perf_counter()
@@ -130,4 +138,5 @@ def report(results: Sequence[ProbeResult]) -> str:
         )
         memory = ", ".join(f"{name}={value}" for name, value in r.memory_headers.items())
         lines.append(f"{'':<{width}}    memory headers: {memory or '- (not a Supermemory model)'}")
+        lines.append(f"{'':<{width}}    proxy: {r.proxy}; TLS trusts: {r.trust}")
     return "\n".join(lines)

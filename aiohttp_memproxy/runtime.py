@@ -112,6 +112,7 @@ async def runtimes(app: web.Application) -> AsyncIterator[None]:
         app[UPSTREAM],
         RetryPolicy(proxy.retry_attempts, proxy.retry_base_delay_s, proxy.retry_after_max_s),
         app[METRICS],
+        settings.egress,
     )
     holder = Runtimes(Runtime.build(settings, transport), transport)
     app[RUNTIMES] = holder

@@ -33,6 +33,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from aiohttp_memproxy.egress import Egress
+
 ENV_PREFIX = "os.environ/"
 USER_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 USER_ID_RULE = "1-128 characters of A-Z a-z 0-9 . _ : @ -"
@@ -51,7 +53,7 @@ KNOWN_TOP = frozenset(
     }
 )
 KNOWN_GENERAL = frozenset({"master_key"})
-KNOWN_LITELLM = frozenset({"drop_params", "num_retries", "request_timeout"})
+KNOWN_LITELLM = frozenset({"drop_params", "num_retries", "request_timeout", "ssl_verify"})
 KNOWN_ROUTER = frozenset({"model_group_alias"})
 KNOWN_ENTRY = frozenset({"model_name", "litellm_params", "model_info"})
 
@@ -148,8 +150,18 @@ class ProxySettings(_Section):
     mode: Literal["sdk", "forward"] = "sdk"
     upstream: str | None = None  # forward mode: the base URL every /v1/* request is proxied to
     upstream_key: str | None = Field(default=None, repr=False)  # forward mode: replaces the client's key
+    # Outbound proxy for every upstream request (wins over HTTPS_PROXY/HTTP_PROXY; NO_PROXY still applies).
+    upstream_proxy: str | None = Field(default=None, repr=False)  # may hold credentials
+    ca_bundle: Path | None = None  # a CA file trusted in addition to the system store
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("upstream_proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise _custom("expected an http:// or https:// proxy URL")
+        return value
 
     @field_validator("upstream")
     @classmethod
@@ -172,6 +184,7 @@ class ProxySettings(_Section):
 
 class LitellmSettings(_Section):
     drop_params: bool = False
+    ssl_verify: bool | str = True  # LiteLLM's: false, or a CA bundle's path (trusted with the system store)
     num_retries: int = Field(default=0, ge=0)
     request_timeout: float = Field(default=600, gt=0)
 
@@ -281,6 +294,9 @@ class Settings:
     warnings: tuple[ConfigWarning, ...] = ()
     digest: str = ""
     loaded_at: float = 0.0
+    egress: Egress = field(
+        default_factory=Egress
+    )  # proxies and CA files, from the config and the environment
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """CLI flags over ``memproxy:``; ``None`` means "not given"."""
@@ -464,6 +480,21 @@ def _build(source: Path, doc: dict[str, Any], environ: Mapping[str, str], digest
     proxy = parsed.memproxy
     if proxy.state_dir is None:
         proxy = proxy.model_copy(update={"state_dir": default_state_dir(environ)})
+    egress = Egress.configure(
+        environ, proxy.upstream_proxy, proxy.ca_bundle, parsed.litellm_settings.ssl_verify
+    )
+    unreadable = [
+        f"{source}: CA file {path} cannot be read" for source, path in egress.ca_files if not path.is_file()
+    ]
+    if unreadable:
+        raise ConfigError(str(source), unreadable)
+    if not egress.verify:
+        warnings.append(
+            ConfigWarning(
+                "tls_verification_disabled",
+                {"detail": "litellm_settings.ssl_verify is false: upstream certificates are NOT checked"},
+            )
+        )
     return Settings(
         source=source,
         models=models,
@@ -478,6 +509,7 @@ def _build(source: Path, doc: dict[str, Any], environ: Mapping[str, str], digest
         warnings=tuple(warnings),
         digest=digest,
         loaded_at=time.time(),
+        egress=egress,
     )
 
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import aiohttp
 import httpx
 import structlog
+from yarl import URL
 
+from aiohttp_memproxy.egress import Egress
 from aiohttp_memproxy.metrics import Metrics
 
 log = structlog.get_logger()
@@ -53,7 +55,17 @@ class Outbound:
 OUTBOUND: ContextVar[Outbound | None] = ContextVar("memproxy_outbound", default=None)
 
 
+class CertificateError(httpx.ConnectError):
+    """The upstream's TLS certificate could not be verified: which host, for an error that can say so."""
+
+    def __init__(self, host: str, request: httpx.Request) -> None:
+        super().__init__(f"upstream TLS certificate not verified for {host}", request=request)
+        self.host = host
+
+
 def translate(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return CertificateError(request.url.host, request)
     for aiohttp_type, httpx_type in EXCEPTION_TABLE:
         if isinstance(exc, aiohttp_type):
             # Our words, not str(exc): aiohttp's messages carry URLs.
@@ -120,10 +132,13 @@ class _ResponseStream(httpx.AsyncByteStream):
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    def __init__(self, session: aiohttp.ClientSession, retry: RetryPolicy, metrics: Metrics) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, retry: RetryPolicy, metrics: Metrics, egress: Egress
+    ) -> None:
         self._session = session
         self._retry = retry
         self._metrics = metrics
+        self._egress = egress
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -180,13 +195,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         headers = [
             (k, v) for k, v in request.headers.multi_items() if k.lower() not in ("host", "content-length")
         ]
+        url = URL(str(request.url), encoded=True)
+        route = self._egress.route(url)
+        if route.headers and url.scheme == "http":
+            # Plain http goes to the proxy as the request itself (absolute-form): aiohttp sends proxy_headers
+            # only on a CONNECT, so the proxy's credentials ride on the request.
+            headers.extend(route.headers.items())
         try:
             return await self._session.request(
                 request.method,
-                str(request.url),
+                url,
                 headers=headers,
                 data=body,
                 allow_redirects=False,
+                proxy=route.proxy,
+                proxy_headers=route.headers,
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise translate(exc, request) from exc

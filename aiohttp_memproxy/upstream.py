@@ -129,8 +129,14 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
     jar = aiohttp.CookieJar(unsafe=True)
     store = CookieStore(jar, proxy.state_dir)
     store.load()
+    egress = app[SETTINGS].egress
+    if not egress.verify:
+        log.warning(
+            "tls_verification_disabled", detail="upstream certificates are NOT checked (ssl_verify: false)"
+        )
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=proxy.pool_limit),
+        # The system store plus the configured CAs; proxies are chosen per request by the transport (egress).
+        connector=aiohttp.TCPConnector(limit=proxy.pool_limit, ssl=egress.ssl_context()),
         cookie_jar=jar,
         # No total timeout: streams run as long as they produce; a silent upstream hits sock_read.
         timeout=aiohttp.ClientTimeout(

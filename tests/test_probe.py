@@ -90,6 +90,7 @@ async def test_probe_reports_each_model_through_the_gated_session(
     assert "memory headers: x-sm-user-id=default-dev, x-supermemory-api-key=set" in found["claude-memory"]
     assert "memory headers: x-sm-user-id=default-dev\n" in found["gpt-memory"] + "\n"
     assert "not a Supermemory model" in found["claude-up"]
+    assert "proxy: direct; TLS trusts: system store" in found["gpt-up"]  # no proxy configured here
     sent = {seen.body.get("model"): {k.lower(): v for k, v in seen.headers.items()} for seen in fake.seen}
     assert sent["claude-memory"]["x-sm-user-id"] == "default-dev"
     assert "x-sm-user-id" not in sent["claude-up"]

@@ -9,6 +9,7 @@ import aiohttp
 import httpx
 import pytest
 
+from aiohttp_memproxy.egress import Egress
 from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.transport import AiohttpTransport, RetryPolicy
 from tests.fake_upstream import FakeUpstream
@@ -21,7 +22,7 @@ async def one_connection() -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client over our transport, on a session that may hold one upstream connection at a time:
     a connection that is not given back makes the next request wait for ever."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
-        transport = AiohttpTransport(session, RetryPolicy(), Metrics())
+        transport = AiohttpTransport(session, RetryPolicy(), Metrics(), Egress())
         async with httpx.AsyncClient(transport=transport) as client:
             yield client
 

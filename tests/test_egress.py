@@ -1,0 +1,316 @@
+"""Corporate networks: an outbound proxy on loopback that records what passes (CONNECT for https,
+absolute-form for http), and a TLS upstream whose certificate a throwaway CA (trustme) signed, as a
+TLS-inspecting proxy's would be. Through the proxy with the CA trusted, the cookie gate works as ever; without
+the CA, a clear 502."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from yarl import URL
+
+from aiohttp_memproxy.egress import Egress
+from aiohttp_memproxy.settings import ConfigError, Settings
+from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, LogLines, base_config, post
+from tests.fake_upstream import CLEARANCE, FakeUpstream
+
+PROXY_USER, PROXY_PASSWORD = "corp-user", "corp-pass-0123"
+
+
+@dataclass
+class Passed:
+    method: str
+    target: str
+    proxy_authorization: str | None
+
+
+@dataclass
+class ForwardProxy:
+    """A minimal HTTP forward proxy: CONNECT tunnels for https, absolute-form requests for http."""
+
+    seen: list[Passed] = field(default_factory=list)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    port: int = 0
+
+    async def start(self) -> asyncio.Server:
+        server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        return server
+
+    @property
+    def url(self) -> str:
+        return f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{self.port}"
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.tasks.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        request_line, *header_lines = head.split("\r\n")
+        method, target, _ = request_line.split(" ", 2)
+        headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in header_lines if ": " in line)}
+        self.seen.append(Passed(method, target, headers.get("proxy-authorization")))
+        if method == "CONNECT":
+            host, port = target.rsplit(":", 1)
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:  # absolute-form: to origin-form, without the proxy's own header
+            url = URL(target)
+            up_reader, up_writer = await asyncio.open_connection(url.host, url.port)
+            kept = [line for line in header_lines if line and not line.lower().startswith("proxy-")]
+            up_writer.write(
+                "\r\n".join([f"{method} {url.raw_path_qs} HTTP/1.1", *kept, "", ""]).encode("latin-1")
+            )
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[ForwardProxy]:
+    forward = ForwardProxy()
+    server = await forward.start()
+    yield forward
+    server.close()
+    for task in list(forward.tasks):
+        task.cancel()
+    await asyncio.gather(*forward.tasks, return_exceptions=True)
+    await server.wait_closed()
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> tuple[trustme.CA, Path]:
+    authority = trustme.CA(organization_name="Example Corp TLS inspection")
+    path = tmp_path / "corp-ca.pem"
+    authority.cert_pem.write_to_path(str(path))
+    return authority, path
+
+
+@pytest.fixture
+async def tls_upstream(aiohttp_server: Any, ca: tuple[trustme.CA, Path]) -> tuple[FakeUpstream, str]:
+    authority, _ = ca
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    fake = FakeUpstream()
+    server = await aiohttp_server(fake.app(), ssl=context)
+    return fake, f"https://127.0.0.1:{server.port}"
+
+
+def settings_for(
+    make_settings: Callable[..., Settings], url: str, environ: dict[str, str] | None = None, **sections: Any
+) -> Settings:
+    doc = base_config(
+        model_list=[
+            {
+                "model_name": "corp",
+                "litellm_params": {"model": "openai/corp", "api_base": f"{url}/v1", "api_key": UPSTREAM_KEY},
+            }
+        ],
+        **sections,
+    )
+    doc.setdefault("memproxy", {})["retry_base_delay_s"] = 0
+    return make_settings(doc, environ)
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+async def test_https_through_the_proxy_with_the_company_ca(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    tls_upstream: tuple[FakeUpstream, str],
+    proxy: ForwardProxy,
+    ca: tuple[trustme.CA, Path],
+) -> None:
+    fake, url = tls_upstream
+    fake.gate = True
+    settings = settings_for(
+        make_settings, url, {"HTTPS_PROXY": proxy.url}, memproxy={"ca_bundle": str(ca[1])}
+    )
+    client = await app_client(settings)
+    for _ in range(2):
+        response = await post(client, {"model": "corp", "messages": MESSAGES})
+        assert response.status == 200, await response.text()
+    # The upstream's cookies, kept for the upstream's host: one challenge, then the cookie, through the proxy.
+    assert fake.challenges == 1
+    assert fake.with_cookie == [False, True, True]
+    port = URL(url).port
+    assert [passed.method for passed in proxy.seen] == ["CONNECT"]  # one tunnel, kept alive
+    assert proxy.seen[0].target == f"127.0.0.1:{port}"
+    assert proxy.seen[0].proxy_authorization == basic(PROXY_USER, PROXY_PASSWORD)
+    assert all(
+        "Proxy-Authorization" not in seen.headers for seen in fake.seen
+    )  # the proxy's, not the upstream's
+    health = await (await client.get("/health")).json()
+    assert CLEARANCE in health["cookies"]["names"]
+
+
+async def test_an_untrusted_certificate_is_a_clear_502(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    tls_upstream: tuple[FakeUpstream, str],
+    proxy: ForwardProxy,
+) -> None:
+    fake, url = tls_upstream
+    client = await app_client(settings_for(make_settings, url, {"HTTPS_PROXY": proxy.url}))
+    response = await post(client, {"model": "corp", "messages": MESSAGES})
+    assert response.status == 502
+    error = (await response.json())["error"]
+    assert error["code"] == "upstream_certificate"
+    assert "certificate of 127.0.0.1" in error["message"]
+    assert "memproxy.ca_bundle" in error["message"]
+    assert PROXY_PASSWORD not in error["message"]
+    assert fake.seen == []
+
+
+async def test_no_proxy_goes_direct(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    tls_upstream: tuple[FakeUpstream, str],
+    proxy: ForwardProxy,
+    ca: tuple[trustme.CA, Path],
+) -> None:
+    _, url = tls_upstream
+    environ = {"HTTPS_PROXY": proxy.url, "NO_PROXY": "localhost,127.0.0.1", "SSL_CERT_FILE": str(ca[1])}
+    client = await app_client(settings_for(make_settings, url, environ))
+    assert (await post(client, {"model": "corp", "messages": MESSAGES})).status == 200
+    assert proxy.seen == []
+
+
+async def test_http_upstream_through_the_proxy_in_absolute_form(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
+    proxy: ForwardProxy,
+) -> None:
+    fake, url = upstream
+    client = await app_client(settings_for(make_settings, url, {"http_proxy": proxy.url}))
+    response = await post(client, {"model": "corp", "messages": MESSAGES, "stream": True})
+    assert response.status == 200
+    assert "Hello" in await response.text()
+    assert proxy.seen[0].method == "POST"
+    assert proxy.seen[0].target == f"{url}/v1/chat/completions"
+    assert proxy.seen[0].proxy_authorization == basic(PROXY_USER, PROXY_PASSWORD)
+    assert "Proxy-Authorization" not in fake.seen[0].headers
+
+
+async def test_memproxy_upstream_proxy_wins_over_the_environment(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
+    proxy: ForwardProxy,
+) -> None:
+    _, url = upstream
+    dead = "http://127.0.0.1:9"
+    settings = settings_for(
+        make_settings, url, {"HTTP_PROXY": dead, "HTTPS_PROXY": dead}, memproxy={"upstream_proxy": proxy.url}
+    )
+    client = await app_client(settings)
+    assert (await post(client, {"model": "corp", "messages": MESSAGES})).status == 200
+    assert [passed.method for passed in proxy.seen] == ["POST"]
+
+
+async def test_ssl_verify_false_connects_and_says_so_loudly(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    tls_upstream: tuple[FakeUpstream, str],
+    log_lines: LogLines,
+) -> None:
+    _, url = tls_upstream
+    settings = settings_for(make_settings, url, litellm_settings={"ssl_verify": False})
+    assert [w.event for w in settings.warnings] == ["tls_verification_disabled"]
+    client = await app_client(settings)
+    assert (await post(client, {"model": "corp", "messages": MESSAGES})).status == 200
+    assert log_lines.named("tls_verification_disabled")
+
+
+async def test_litellm_ssl_verify_as_a_path_is_trusted(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    tls_upstream: tuple[FakeUpstream, str],
+    ca: tuple[trustme.CA, Path],
+) -> None:
+    _, url = tls_upstream
+    client = await app_client(settings_for(make_settings, url, litellm_settings={"ssl_verify": str(ca[1])}))
+    assert (await post(client, {"model": "corp", "messages": MESSAGES})).status == 200
+
+
+def test_a_company_ca_adds_to_the_system_store(ca: tuple[trustme.CA, Path]) -> None:
+    egress = Egress.configure({"SSL_CERT_FILE": str(ca[1])}, None, None, True)
+    context = egress.ssl_context()
+    assert isinstance(context, ssl.SSLContext)
+    subjects = [dict(item[0] for item in cert["subject"]) for cert in context.get_ca_certs()]
+    assert {"organizationName": "Example Corp TLS inspection"} in [
+        {k: v for k, v in s.items() if k == "organizationName"} for s in subjects
+    ]
+    assert len(subjects) > 1  # the public CAs are still there
+    assert egress.describe_trust() == f"system store + {ca[1]} (SSL_CERT_FILE)"
+
+
+def test_an_unreadable_ca_file_is_a_config_error(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_settings(base_config(memproxy={"ca_bundle": str(tmp_path / "missing.pem")}))
+    assert caught.value.errors == (f"memproxy.ca_bundle: CA file {tmp_path / 'missing.pem'} cannot be read",)
+
+
+@pytest.mark.parametrize(
+    ("environ", "url", "expected"),
+    [
+        ({"HTTPS_PROXY": "http://p:3128"}, "https://api.example.com/v1", "http://p:3128"),
+        (
+            {"https_proxy": "http://lower:1", "HTTPS_PROXY": "http://upper:2"},
+            "https://a.example/",
+            "http://lower:1",
+        ),
+        ({"HTTPS_PROXY": "http://p:3128", "NO_PROXY": ".example.com"}, "https://api.example.com/", "direct"),
+        ({"HTTP_PROXY": "http://p:3128"}, "https://api.example.com/", "direct"),
+        ({"HTTP_PROXY": "http://u:pw@p:3128"}, "http://h/", "http://p:3128"),
+    ],
+)
+def test_proxy_choice_as_curl_makes_it(environ: dict[str, str], url: str, expected: str) -> None:
+    route = Egress.configure(environ, None, None, True).route(URL(url))
+    assert route.describe() == expected
+
+
+async def test_probe_reports_the_proxy_and_the_trust_of_each_model(
+    make_settings: Callable[..., Settings],
+    tls_upstream: tuple[FakeUpstream, str],
+    proxy: ForwardProxy,
+    ca: tuple[trustme.CA, Path],
+) -> None:
+    from aiohttp_memproxy import probe
+
+    _, url = tls_upstream
+    settings = settings_for(
+        make_settings, url, {"HTTPS_PROXY": proxy.url}, memproxy={"ca_bundle": str(ca[1])}
+    )
+    (result,) = await probe.probe(settings, ["corp"])
+    assert result.outcome == "ok", result.detail
+    assert result.proxy == f"http://127.0.0.1:{proxy.port}"  # never its credentials
+    assert result.trust == f"system store + {ca[1]} (memproxy.ca_bundle)"
+    assert PROXY_PASSWORD not in probe.report([result])
+    assert f"proxy: http://127.0.0.1:{proxy.port}; TLS trusts: system store + {ca[1]}" in probe.report(
+        [result]
+    )
