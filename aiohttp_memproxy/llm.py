@@ -356,17 +356,9 @@ class LLMClients:
     @staticmethod
     async def response_events(stream: Any, model_name: str) -> AsyncGenerator[bytes, None]:
         """Each event of a Responses stream as SSE, as it arrives; errors mid-stream become ProxyError."""
-        try:
-            async for event in stream:
+        async with contextlib.aclosing(_items(stream, model_name)) as events:
+            async for event in events:
                 yield sse.responses_event(event.model_dump(mode="json", exclude_none=True))
-        except UPSTREAM_ERRORS as exc:
-            raise to_proxy_error(exc, model_name) from exc
-        except Exception as exc:
-            raise untranslatable_stream(exc, model_name) from exc
-        finally:
-            close = getattr(stream, "aclose", None)
-            if close is not None:
-                await close()
 
     async def messages(
         self,
@@ -452,24 +444,14 @@ class LLMClients:
             for frame in sse.anthropic_message_events(stream):
                 yield frame
             return
-        try:
-            async for data in stream:
+        async with contextlib.aclosing(_items(stream, model.name)) as items:
+            async for data in items:
                 frame = data if isinstance(data, bytes) else str(data).encode()
                 if translated and frame.startswith(b"event: error"):
                     raise errors.UpstreamUnreachable(
                         f"model {model.name!r}: the upstream could not be reached or broke off"
                     )
                 yield frame
-        except errors.ProxyError:
-            raise
-        except UPSTREAM_ERRORS as exc:
-            raise to_proxy_error(exc, model.name) from exc
-        except Exception as exc:
-            raise untranslatable_stream(exc, model.name) from exc
-        finally:
-            close = getattr(stream, "aclose", None)
-            if close is not None:
-                await close()
 
     async def count_tokens(
         self,
@@ -511,18 +493,28 @@ class LLMClients:
     @staticmethod
     async def chunks(stream: Any, model_name: str) -> AsyncGenerator[str, None]:
         """Each chunk of a LiteLLM stream as OpenAI JSON; errors mid-stream become ProxyError."""
-        try:
-            async for chunk in stream:
+        async with contextlib.aclosing(_items(stream, model_name)) as chunks:
+            async for chunk in chunks:
                 yield chunk.model_dump_json(exclude_none=True)
-        except UPSTREAM_ERRORS as exc:
-            raise to_proxy_error(exc, model_name) from exc
-        except Exception as exc:
-            raise untranslatable_stream(exc, model_name) from exc
-        finally:
-            await stream.aclose()
 
     async def aclose(self) -> None:
         self.closed = True
         for handler in (self._http_handler, *self._pinned.values()):
             await handler.close()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
         await asyncio.gather(*(client.close() for client in self._openai.values()))
+
+
+async def _items(stream: Any, model_name: str) -> AsyncGenerator[Any, None]:
+    """The items of a LiteLLM stream as they arrive; a failure mid-stream becomes ProxyError (the upstream's,
+    or the gateway's translation); the stream is closed however it ends, its connection given back."""
+    try:
+        async for item in stream:
+            yield item
+    except UPSTREAM_ERRORS as exc:
+        raise to_proxy_error(exc, model_name) from exc
+    except Exception as exc:
+        raise untranslatable_stream(exc, model_name) from exc
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
