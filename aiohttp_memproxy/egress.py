@@ -10,6 +10,7 @@ CA bundle configured (``memproxy.ca_bundle``, ``litellm_settings.ssl_verify`` as
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 import urllib.request
 from collections.abc import Mapping
@@ -57,15 +58,21 @@ class Egress:
         if isinstance(ssl_verify, str):
             sources.append(("litellm_settings.ssl_verify", Path(ssl_verify)))
         sources += [(name, Path(environ[name])) for name in CA_VARIABLES if environ.get(name)]
+        proxies = _environment_proxies(environ)
+        for scheme in ("http", "https"):
+            if scheme in proxies:
+                check_proxy(f"{scheme.upper()}_PROXY (or {scheme}_proxy)", proxies[scheme])
         return cls(
             explicit_proxy=upstream_proxy,
-            environment_proxies=_environment_proxies(environ),
+            environment_proxies=proxies,
             ca_files=tuple(sources),
             verify=ssl_verify is not False,
         )
 
     def route(self, url: URL) -> Route:
         host = url.host or ""
+        if _loopback(host):  # a local server (vLLM, Ollama, a LiteLLM proxy) is never reached through a proxy
+            return Route(None)
         if self.explicit_proxy is not None:
             chosen: str | None = self.explicit_proxy
         else:
@@ -81,6 +88,8 @@ class Egress:
     def _bypassed(self, host: str, port: int | None) -> bool:
         if "no" not in self.environment_proxies:
             return False
+        if _in_networks(host, self.environment_proxies["no"]):  # CIDR entries, as curl, requests and Go
+            return True
         target = f"{host}:{port}" if port else host
         # Undocumented but long-standing (3.x): the NO_PROXY rule urllib itself applies.
         bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
@@ -108,6 +117,39 @@ class Egress:
             return "TLS verification off (litellm_settings.ssl_verify: false)"
         extra = ", ".join(f"{path} ({source})" for source, path in self.ca_files)
         return f"system store + {extra}" if extra else "system store"
+
+
+class ProxyConfigError(ValueError):
+    """A proxy URL this gateway cannot use; the message names where it was set, never its value."""
+
+
+def check_proxy(where: str, value: str) -> None:
+    url = URL(value if "://" in value else f"http://{value}")
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ProxyConfigError(f"{where}: expected an http:// or https:// proxy URL with a host")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _in_networks(host: str, no_proxy: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    for entry in no_proxy.split(","):
+        try:
+            if address in ipaddress.ip_network(entry.strip().strip("[]"), strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def _environment_proxies(environ: Mapping[str, str]) -> dict[str, str]:

@@ -73,7 +73,8 @@ class Runtimes:
         try:
             settings = load_settings(old.settings.source, os.environ)
             # memproxy: belongs to the process (with its command-line overrides): it changes at a restart.
-            settings = replace(settings, proxy=app[SETTINGS].proxy)
+            # So do the proxies and CAs (the session was built with them): egress too.
+            settings = replace(settings, proxy=app[SETTINGS].proxy, egress=app[SETTINGS].egress)
             runtime = Runtime.build(settings, self._transport)  # LiteLLM judges the providers here
         except ConfigError as exc:
             for error in exc.errors:

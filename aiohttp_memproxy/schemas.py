@@ -34,20 +34,67 @@ ADAPTERS: Mapping[Route, TypeAdapter[Any]] = {
 NOT_A_FIELD = re.compile(r"^([A-Z]\w*|str|int|float|bool|bytes|none|.*\[.*)$")
 # Not in the SDKs' base types (each API's own variants fix it to true or false), checked here.
 BOOLEANS = ("stream",)
+# Where clients send items newer or looser than the SDK's types (Messages content blocks and tools, Responses
+# input items and tools). OpenAI chat's content parts and tools are a small closed set: checked whole.
+OPEN_ROUTES = frozenset({"messages", "count_tokens", "responses"})
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 SHOWN = 200  # a message quotes none of the client's values, and is capped anyway
 
 
 def validate(route: Route, body: dict[str, Any]) -> None:
-    """InvalidRequest naming the first field of ``body`` that does not fit the route's SDK type."""
+    """InvalidRequest naming the first field of ``body`` that does not fit the route's SDK type.
+
+    Inside an item of a list the APIs keep open (an input item, a content block, a tool, a system block) whose
+    ``type`` is a string, the SDK's idea of that type is not the last word: clients send shapes newer or
+    looser than the locked SDK knows (Codex sends items without ids, reasoning with ``content: null``), and
+    the upstream judges them. The item must still be an object; everything around it is checked."""
     for name in BOOLEANS:
         if body.get(name) is not None and not isinstance(body[name], bool):
             raise InvalidRequest(f"{name}: expected a boolean", param=name)
     try:
         _drain(ADAPTERS[route].validate_python(body, strict=True), ())
     except _Invalid as invalid:
-        raise _error(invalid.errors, invalid.prefix) from None
+        _raise_unless_open(route, body, invalid.errors, invalid.prefix)
     except ValidationError as exc:
-        raise _error(exc.errors(include_url=False, include_input=False), ()) from None
+        _raise_unless_open(route, body, exc.errors(include_url=False, include_input=False), ())
+
+
+def _raise_unless_open(
+    route: Route, body: dict[str, Any], errors: list[ErrorDetails], prefix: tuple[str | int, ...]
+) -> None:
+    """Raise for the errors left once those inside an open item are set aside, and with them what the other
+    members of a union said about the item's container (``input`` "should be a valid string")."""
+    paths = [_located(error, prefix) for error in errors]
+    tolerated = [path for path in paths if route in OPEN_ROUTES and _in_open_item(body, path)]
+    kept = [
+        error
+        for error, path in zip(errors, paths, strict=True)
+        if path not in tolerated and not any(other[: len(path)] == path for other in tolerated)
+    ]
+    if kept:
+        raise _error(kept, prefix) from None
+
+
+def _located(error: ErrorDetails, prefix: tuple[str | int, ...]) -> list[str | int]:
+    return [*prefix, *(part for part in error["loc"] if not _member(part))]
+
+
+def _in_open_item(body: dict[str, Any], path: list[str | int]) -> bool:
+    """Whether ``path`` lies inside a typed item of an open list: input[i].*, tools[i].*, system[i].*,
+    messages[i].content[j].*."""
+    match path:
+        case ["input" | "tools" | "system" as field, int(index), _, *_]:
+            item = _item(body.get(field), index)
+        case ["messages", int(index), "content", int(block), _, *_]:
+            message = _item(body.get("messages"), index)
+            item = _item(message.get("content") if isinstance(message, dict) else None, block)
+        case _:
+            return False
+    return isinstance(item, dict) and isinstance(item.get("type"), str)
+
+
+def _item(items: Any, index: int) -> Any:
+    return items[index] if isinstance(items, list) and 0 <= index < len(items) else None
 
 
 class _Invalid(Exception):
@@ -78,7 +125,7 @@ def _drain(value: Any, path: tuple[str | int, ...]) -> None:
 def _error(errors: list[ErrorDetails], prefix: tuple[str | int, ...]) -> InvalidRequest:
     """The most specific of pydantic's errors (the deepest path once union members are left out), as
     ``messages[0].role: Field required``; ``param`` is the top-level field."""
-    located = [([*prefix, *(part for part in error["loc"] if not _member(part))], error) for error in errors]
+    located = [(_located(error, prefix), error) for error in errors]
     path, chosen = max(located, key=lambda pair: len(pair[0]))
     where = _path(path) or "the request body"
     message = f"{where}: {chosen['msg']}"[:SHOWN]
@@ -90,7 +137,10 @@ def _member(part: str | int) -> bool:
 
 
 def _path(parts: list[str | int]) -> str:
+    """The field's path; a key that is not a plain name (a client's own, in a free-form object such as
+    ``metadata``) shows as ``*``, so no client text is echoed."""
     text = ""
     for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        name = part if isinstance(part, int) or FIELD_NAME.fullmatch(part) else "*"
+        text += f"[{name}]" if isinstance(name, int) else (f".{name}" if text else str(name))
     return text

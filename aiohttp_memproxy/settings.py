@@ -33,7 +33,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from aiohttp_memproxy.egress import Egress
+from aiohttp_memproxy.egress import Egress, ProxyConfigError
 
 ENV_PREFIX = "os.environ/"
 USER_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
@@ -480,9 +480,12 @@ def _build(source: Path, doc: dict[str, Any], environ: Mapping[str, str], digest
     proxy = parsed.memproxy
     if proxy.state_dir is None:
         proxy = proxy.model_copy(update={"state_dir": default_state_dir(environ)})
-    egress = Egress.configure(
-        environ, proxy.upstream_proxy, proxy.ca_bundle, parsed.litellm_settings.ssl_verify
-    )
+    try:
+        egress = Egress.configure(
+            environ, proxy.upstream_proxy, proxy.ca_bundle, parsed.litellm_settings.ssl_verify
+        )
+    except ProxyConfigError as exc:
+        raise ConfigError(str(source), [str(exc)]) from None
     unreadable = [
         f"{source}: CA file {path} cannot be read" for source, path in egress.ca_files if not path.is_file()
     ]

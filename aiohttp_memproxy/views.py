@@ -249,9 +249,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
 async def stored_response(request: web.Request) -> web.Response:
     """Nothing is stored here: a response lives with the upstream that made it, if it stores at all."""
     raise NotFound(
-        f"response {request.match_info['response_id'][:100]!r}: this gateway stores no responses, so it "
-        "cannot retrieve, delete or cancel one; send the conversation's items in `input` (as Codex does with "
-        "store: false)",
+        "this gateway stores no responses, so it cannot retrieve, delete or cancel one; send the "
+        "conversation's items in `input` (as Codex does with store: false)",
         param="response_id",
         code="response_not_stored",
     )

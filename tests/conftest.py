@@ -251,7 +251,12 @@ SECRET_VARIABLES = ("MEMPROXY_MASTER_KEY", "ANTHROPIC_API_KEY", "SUPERMEMORY_API
 
 @pytest.fixture
 def child_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES and k != "MEMPROXY_CONFIG"}
+    # Nor the developer's proxies: a child gateway or CLI on loopback must not go through a corporate proxy.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in SECRET_VARIABLES and k != "MEMPROXY_CONFIG" and not k.lower().endswith("_proxy")
+    }
     env.update({"HOME": str(tmp_path), "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
     env.pop("STATE_DIRECTORY", None)
     env.pop("XDG_STATE_HOME", None)

@@ -23,6 +23,9 @@ from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, LogLines, base_con
 from tests.fake_upstream import CLEARANCE, FakeUpstream
 
 PROXY_USER, PROXY_PASSWORD = "corp-user", "corp-pass-0123"
+# The upstream's name as the gateway knows it. Only the proxy resolves it (to the fake on loopback): the
+# gateway never reaches a loopback upstream through a proxy, and it may look nothing up beyond loopback.
+UPSTREAM_HOST = "upstream.test"
 
 
 @dataclass
@@ -62,16 +65,20 @@ class ForwardProxy:
         self.seen.append(Passed(method, target, headers.get("proxy-authorization")))
         if method == "CONNECT":
             host, port = target.rsplit(":", 1)
-            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            up_reader, up_writer = await asyncio.open_connection(_resolve(host), int(port))
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         else:  # absolute-form: to origin-form, without the proxy's own header
             url = URL(target)
-            up_reader, up_writer = await asyncio.open_connection(url.host, url.port)
+            up_reader, up_writer = await asyncio.open_connection(_resolve(url.host or ""), url.port)
             kept = [line for line in header_lines if line and not line.lower().startswith("proxy-")]
             up_writer.write(
                 "\r\n".join([f"{method} {url.raw_path_qs} HTTP/1.1", *kept, "", ""]).encode("latin-1")
             )
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+def _resolve(host: str) -> str:
+    return "127.0.0.1" if host == UPSTREAM_HOST else host
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -109,10 +116,15 @@ def ca(tmp_path: Path) -> tuple[trustme.CA, Path]:
 async def tls_upstream(aiohttp_server: Any, ca: tuple[trustme.CA, Path]) -> tuple[FakeUpstream, str]:
     authority, _ = ca
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    authority.issue_cert(UPSTREAM_HOST, "127.0.0.1").configure_cert(context)
     fake = FakeUpstream()
     server = await aiohttp_server(fake.app(), ssl=context)
-    return fake, f"https://127.0.0.1:{server.port}"
+    return fake, f"https://{UPSTREAM_HOST}:{server.port}"
+
+
+def on_loopback(url: str) -> str:
+    """The same upstream by its loopback address: reached directly."""
+    return url.replace(UPSTREAM_HOST, "127.0.0.1")
 
 
 def settings_for(
@@ -156,7 +168,7 @@ async def test_https_through_the_proxy_with_the_company_ca(
     assert fake.with_cookie == [False, True, True]
     port = URL(url).port
     assert [passed.method for passed in proxy.seen] == ["CONNECT"]  # one tunnel, kept alive
-    assert proxy.seen[0].target == f"127.0.0.1:{port}"
+    assert proxy.seen[0].target == f"{UPSTREAM_HOST}:{port}"
     assert proxy.seen[0].proxy_authorization == basic(PROXY_USER, PROXY_PASSWORD)
     assert all(
         "Proxy-Authorization" not in seen.headers for seen in fake.seen
@@ -177,7 +189,7 @@ async def test_an_untrusted_certificate_is_a_clear_502(
     assert response.status == 502
     error = (await response.json())["error"]
     assert error["code"] == "upstream_certificate"
-    assert "certificate of 127.0.0.1" in error["message"]
+    assert f"certificate of {UPSTREAM_HOST}" in error["message"]
     assert "memproxy.ca_bundle" in error["message"]
     assert PROXY_PASSWORD not in error["message"]
     assert fake.seen == []
@@ -188,11 +200,30 @@ async def test_no_proxy_goes_direct(
     make_settings: Callable[..., Settings],
     tls_upstream: tuple[FakeUpstream, str],
     proxy: ForwardProxy,
-    ca: tuple[trustme.CA, Path],
+    loopback_only: list[str],
 ) -> None:
+    """NO_PROXY names the host: the gateway goes to it itself (here it must resolve the name, which only the
+    proxy could: the lookup it tried is the proof, and the client gets a 502 that says so)."""
     _, url = tls_upstream
-    environ = {"HTTPS_PROXY": proxy.url, "NO_PROXY": "localhost,127.0.0.1", "SSL_CERT_FILE": str(ca[1])}
+    environ = {"HTTPS_PROXY": proxy.url, "NO_PROXY": "localhost,.test"}
     client = await app_client(settings_for(make_settings, url, environ))
+    response = await post(client, {"model": "corp", "messages": MESSAGES})
+    assert response.status == 502
+    assert proxy.seen == []
+    assert set(loopback_only) == {f"lookup {UPSTREAM_HOST}"}
+    loopback_only.clear()  # that lookup was the point
+
+
+async def test_a_loopback_upstream_is_never_proxied(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
+    proxy: ForwardProxy,
+) -> None:
+    """A local server (vLLM, Ollama, a LiteLLM proxy in forward mode) with HTTP_PROXY set: direct, so its key
+    and the memory headers never cross a corporate proxy in plain text."""
+    _, url = upstream
+    client = await app_client(settings_for(make_settings, url, {"HTTP_PROXY": proxy.url}))
     assert (await post(client, {"model": "corp", "messages": MESSAGES})).status == 200
     assert proxy.seen == []
 
@@ -203,7 +234,8 @@ async def test_http_upstream_through_the_proxy_in_absolute_form(
     upstream: tuple[FakeUpstream, str],
     proxy: ForwardProxy,
 ) -> None:
-    fake, url = upstream
+    fake, loopback_url = upstream
+    url = loopback_url.replace("127.0.0.1", UPSTREAM_HOST)
     client = await app_client(settings_for(make_settings, url, {"http_proxy": proxy.url}))
     response = await post(client, {"model": "corp", "messages": MESSAGES, "stream": True})
     assert response.status == 200
@@ -220,7 +252,8 @@ async def test_memproxy_upstream_proxy_wins_over_the_environment(
     upstream: tuple[FakeUpstream, str],
     proxy: ForwardProxy,
 ) -> None:
-    _, url = upstream
+    _, loopback_url = upstream
+    url = loopback_url.replace("127.0.0.1", UPSTREAM_HOST)
     dead = "http://127.0.0.1:9"
     settings = settings_for(
         make_settings, url, {"HTTP_PROXY": dead, "HTTPS_PROXY": dead}, memproxy={"upstream_proxy": proxy.url}
@@ -237,7 +270,7 @@ async def test_ssl_verify_false_connects_and_says_so_loudly(
     log_lines: LogLines,
 ) -> None:
     _, url = tls_upstream
-    settings = settings_for(make_settings, url, litellm_settings={"ssl_verify": False})
+    settings = settings_for(make_settings, on_loopback(url), litellm_settings={"ssl_verify": False})
     assert [w.event for w in settings.warnings] == ["tls_verification_disabled"]
     client = await app_client(settings)
     assert (await post(client, {"model": "corp", "messages": MESSAGES})).status == 200
@@ -251,7 +284,8 @@ async def test_litellm_ssl_verify_as_a_path_is_trusted(
     ca: tuple[trustme.CA, Path],
 ) -> None:
     _, url = tls_upstream
-    client = await app_client(settings_for(make_settings, url, litellm_settings={"ssl_verify": str(ca[1])}))
+    settings = settings_for(make_settings, on_loopback(url), litellm_settings={"ssl_verify": str(ca[1])})
+    client = await app_client(settings)
     assert (await post(client, {"model": "corp", "messages": MESSAGES})).status == 200
 
 
@@ -287,6 +321,11 @@ def test_an_unreadable_ca_file_is_a_config_error(
         ({"HTTPS_PROXY": "http://p:3128", "NO_PROXY": ".example.com"}, "https://api.example.com/", "direct"),
         ({"HTTP_PROXY": "http://p:3128"}, "https://api.example.com/", "direct"),
         ({"HTTP_PROXY": "http://u:pw@p:3128"}, "http://h/", "http://p:3128"),
+        ({"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "10.0.0.0/8"}, "https://10.1.2.3/v1", "direct"),
+        ({"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "10.0.0.0/8"}, "https://11.1.2.3/v1", "http://p:3128"),
+        ({"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "*"}, "https://api.example.com/", "direct"),
+        ({"HTTPS_PROXY": "http://p:3128"}, "https://127.0.0.1:8000/v1", "direct"),  # loopback: never
+        ({"HTTP_PROXY": "http://p:3128"}, "http://localhost:4000/v1", "direct"),
     ],
 )
 def test_proxy_choice_as_curl_makes_it(environ: dict[str, str], url: str, expected: str) -> None:
@@ -313,4 +352,12 @@ async def test_probe_reports_the_proxy_and_the_trust_of_each_model(
     assert PROXY_PASSWORD not in probe.report([result])
     assert f"proxy: http://127.0.0.1:{proxy.port}; TLS trusts: system store + {ca[1]}" in probe.report(
         [result]
+    )
+
+
+def test_a_proxy_url_that_cannot_be_used_stops_startup(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_settings(base_config(), {"HTTPS_PROXY": "socks5://secret-user:secret-pw@p:1080"})
+    assert caught.value.errors == (
+        "HTTPS_PROXY (or https_proxy): expected an http:// or https:// proxy URL with a host",
     )

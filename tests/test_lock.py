@@ -70,3 +70,28 @@ def test_litellm_is_bounded_below_its_next_minor() -> None:
     (litellm,) = [r for r in declared() if r.name == "litellm"]
     assert litellm.specifier.contains("1.106.2")
     assert not litellm.specifier.contains("1.107.0")
+
+
+def test_every_package_the_gateway_imports_is_a_runtime_pin() -> None:
+    """`make run` installs requirements.lock alone: a module the gateway imports from a package only the test
+    lock has would start in tests and crash in service."""
+    import ast
+    import sys
+    from importlib.metadata import packages_distributions
+
+    distributions = packages_distributions()
+    runtime = pins(LOCK)
+    missing = set()
+    for source in (REPO / "aiohttp_memproxy").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top == "aiohttp_memproxy":
+                    continue
+                for distribution in distributions.get(top, [top]):
+                    if canonicalize_name(distribution) not in runtime:
+                        missing.add(f"{source.name}: {top} ({distribution})")
+    assert not missing, f"imported but not in {LOCK.name}: {sorted(missing)}"

@@ -118,3 +118,36 @@ async def test_the_real_clients_shapes_pass(
     assert response.status == 200, await response.text()
     chat = {**CHAT, "thinking": {"type": "enabled", "budget_tokens": 1024}, "top_k": 5, "some_new_field": 1}
     assert (await client.post(PATHS["chat"], json=chat)).status == 200
+    # Codex's second turn: items as it serializes them (no ids, reasoning with content null, an image
+    # without detail), newer or looser than the SDK's types; the upstream judges those.
+    turn_two = [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+        {"type": "reasoning", "summary": [], "content": None, "encrypted_content": "gAAAA"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello"}]},
+        {"type": "function_call", "name": "exec_command", "arguments": "{}", "call_id": "call_1"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "ok"},
+        {"type": "message", "role": "user", "content": [{"type": "input_image", "image_url": "data:x"}]},
+        {"type": "local_shell_call", "call_id": "c2", "status": "completed", "action": {"type": "exec"}},
+    ]
+    codex = {
+        **RESPONSES,
+        "input": turn_two,
+        "tools": [{"type": "web_search"}, {"type": "custom", "name": "x"}],
+    }
+    response = await client.post(PATHS["responses"], json=codex)
+    assert response.status == 200, await response.text()
+    # A content block newer than the locked SDK passes to the upstream, which judges it.
+    block = {**MESSAGES, "messages": [{"role": "user", "content": [{"type": "brand_new_block", "x": 1}]}]}
+    response = await client.post(PATHS["messages"], json=block, headers={"anthropic-version": "2023-06-01"})
+    assert response.status == 200, await response.text()
+
+
+async def test_an_error_never_echoes_the_clients_own_keys(
+    app_client: AppClient, gateway_settings: Callable[..., Settings]
+) -> None:
+    client = await app_client(gateway_settings())
+    response = await client.post(PATHS["chat"], json={**CHAT, "metadata": {"<script>alert(1)</script>": 5}})
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["message"].startswith("metadata.*: Input should be a valid string")
+    assert "script" not in error["message"]
