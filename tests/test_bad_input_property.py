@@ -23,7 +23,6 @@ from aiohttp_memproxy.app import create_app
 from aiohttp_memproxy.settings import Settings
 from tests.conftest import SM_KEY, UPSTREAM_KEY, base_config, models_at
 from tests.fake_upstream import FakeUpstream
-from tests.test_cli import free_port
 
 ANTHROPIC_ROUTES = ("/v1/messages", "/v1/messages/count_tokens")
 ROUTES = ("/v1/chat/completions", *ANTHROPIC_ROUTES, "/v1/responses")
@@ -54,11 +53,12 @@ def served(make_settings: Callable[..., Settings]) -> Iterator[Served]:
     fake = FakeUpstream()
 
     async def start() -> str:
-        up_port, port = free_port(), free_port()
+        # Port 0 and the address bound: no window in which another process could take a port picked before.
         upstream = web.AppRunner(fake.app())
         await upstream.setup()
-        await web.TCPSite(upstream, "127.0.0.1", up_port).start()
+        await web.TCPSite(upstream, "127.0.0.1", 0).start()
         runners.append(upstream)
+        up_port = upstream.addresses[0][1]
         doc = base_config(
             model_list=models_at(f"http://127.0.0.1:{up_port}"),
             litellm_settings={"drop_params": True},
@@ -66,9 +66,9 @@ def served(make_settings: Callable[..., Settings]) -> Iterator[Served]:
         )
         gateway = web.AppRunner(create_app(make_settings(doc)))
         await gateway.setup()
-        await web.TCPSite(gateway, "127.0.0.1", port).start()
+        await web.TCPSite(gateway, "127.0.0.1", 0).start()
         runners.append(gateway)
-        return f"http://127.0.0.1:{port}"
+        return f"http://127.0.0.1:{gateway.addresses[0][1]}"
 
     try:
         yield Served(asyncio.run_coroutine_threadsafe(start(), loop).result(60), fake)
