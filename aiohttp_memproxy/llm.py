@@ -350,12 +350,19 @@ class LLMClients:
         LiteLLM has the upstream's Responses API (openai/, azure/, xai/, openrouter/, hosted_vllm/, ...),
         bridged to chat completions or Messages elsewhere; either way over our transport."""
         given = {key: value for key, value in request.items() if key in RESPONSES_PARAMS}
+        if "mock_response" in resolved.config.params:
+            # LiteLLM's mock answers whole and cannot stream it (1.106.2): a stream is made of the answer.
+            given["stream"] = False
         with self._call(resolved.config.name, given):
             return await litellm.aresponses(**{**self._kwargs(resolved, {}, headers), **given})
 
     @staticmethod
     async def response_events(stream: Any, model_name: str) -> AsyncGenerator[bytes, None]:
         """Each event of a Responses stream as SSE, as it arrives; errors mid-stream become ProxyError."""
+        if not hasattr(stream, "__aiter__"):  # answered whole (mock_response): the client still gets events
+            for frame in sse.response_object_events(stream.model_dump(mode="json", exclude_none=True)):
+                yield frame
+            return
         async with contextlib.aclosing(_items(stream, model_name)) as events:
             async for event in events:
                 yield sse.responses_event(event.model_dump(mode="json", exclude_none=True))

@@ -137,8 +137,11 @@ def local_error(exc: BaseException, model: str, sent: Collection[str]) -> errors
 def untranslatable_stream(exc: BaseException, model: str) -> errors.ProxyError:
     """LiteLLM failed translating an upstream's stream, mid-stream: the gateway's failure, said as such."""
     log.error("stream_untranslatable", error=type(exc).__name__)
+    # 502: an answer came back that the gateway could not use (a 500 is for the gateway's own failures).
     return errors.ProxyError(
-        f"model {model!r}: the gateway could not translate the upstream's answer", code="translation_error"
+        f"model {model!r}: the gateway could not translate the upstream's answer",
+        status=502,
+        code="translation_error",
     )
 
 

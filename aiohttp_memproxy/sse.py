@@ -73,6 +73,28 @@ def responses_event(data: dict[str, Any]) -> bytes:
     return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
 
 
+def response_object_events(response: dict[str, Any]) -> list[bytes]:
+    """The event sequence of a whole Responses answer: for a stream request answered at once (LiteLLM's
+    ``mock_response`` does that), so the client still gets the protocol it asked for."""
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": {**response, "status": "in_progress", "output": []}}
+    ]
+    for index, item in enumerate(response.get("output") or []):
+        events.append(
+            {"type": "response.output_item.added", "output_index": index, "item": {**item, "content": []}}
+        )
+        for part_index, part in enumerate(item.get("content") or []):
+            where = {"item_id": item.get("id", ""), "output_index": index, "content_index": part_index}
+            events.append({"type": "response.content_part.added", **where, "part": {**part, "text": ""}})
+            if part.get("type") == "output_text":
+                events.append({"type": "response.output_text.delta", **where, "delta": part.get("text", "")})
+                events.append({"type": "response.output_text.done", **where, "text": part.get("text", "")})
+            events.append({"type": "response.content_part.done", **where, "part": part})
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+    events.append({"type": "response.completed", "response": response})
+    return [responses_event({**event, "sequence_number": number}) for number, event in enumerate(events)]
+
+
 def responses_error_frame(error: ProxyError) -> bytes:
     """The Responses API's ``error`` event (code, message, param), which ends a stream that failed."""
     body = error.openai_body()["error"]

@@ -298,3 +298,18 @@ async def test_auth_required_when_a_master_key_is_set(
     assert (await response.json())["error"]["type"] == "authentication_error"
     async with sdk(client, MASTER_KEY) as api:
         assert (await api.responses.create(model="gpt-up", input="hi")).output_text == "Hello from upstream"
+
+
+async def test_the_demo_model_speaks_responses_too(
+    app_client: AppClient, make_settings: Callable[..., Settings]
+) -> None:
+    """No upstream, no key: the demo model (mock_response) answers a stream with a well-formed sequence."""
+    client = await app_client(make_settings())
+    async with sdk(client) as api:
+        assert (await api.responses.create(model="demo", input="hi")).output_text == "hi"
+        async with api.responses.stream(model="demo", input="hi") as stream:
+            deltas = [event.delta async for event in stream if event.type == "response.output_text.delta"]
+            final = await stream.get_final_response()
+    assert "".join(deltas) == "hi"
+    assert final.status == "completed"
+    assert final.output_text == "hi"
