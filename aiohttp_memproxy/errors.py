@@ -132,8 +132,3 @@ class ModelDisabled(ServiceUnavailable):
 class UpstreamTimeout(ProxyError):
     status = 504
     default_code = "upstream_timeout"
-
-
-class NotSupported(ProxyError):
-    status = 501
-    default_code = "not_supported"

@@ -25,7 +25,7 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at import
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -80,7 +80,6 @@ class _Installed:
     originals: dict[tuple[type, str], Any] = field(default_factory=dict)
     users: int = 0
     escapes: int = 0
-    dispatch: Dispatch | None = None
 
 
 # LiteLLM's classes are process-wide, so the seam is too: installed by the first app, counted per app, and
@@ -208,7 +207,6 @@ def _install() -> None:
             # Its own attribute, or MISSING where it inherits one: put back by deleting ours.
             _SEAM.originals[(owner, name)] = vars(owner).get(name, MISSING)
             setattr(owner, name, replacement)
-        _SEAM.dispatch = dispatch
         _forget_clients(cache, litellm)  # clients LiteLLM built before the seam would send around it
         _self_check(dispatch, handler_cls, openai_cls, cache)
     except BaseException as exc:
@@ -249,7 +247,6 @@ def _uninstall() -> None:
         else:
             setattr(owner, name, original)
     _SEAM.originals.clear()
-    _SEAM.dispatch = None
     with contextlib.suppress(SeamError, ImportError):
         from litellm.rust_bridge.configuration import reset_rust_configuration
 
@@ -277,9 +274,3 @@ async def seam(app: web.Application) -> AsyncIterator[None]:
     with installed():
         log.debug("litellm_seam_installed", litellm=metadata.version("litellm"), verified_on=VERIFIED_ON)
         yield
-
-
-def current(transport: httpx.AsyncBaseTransport) -> Callable[[], None]:
-    """Make ``transport`` the one LiteLLM's own clients send through, in this task from now on."""
-    token = CURRENT.set(transport)
-    return lambda: CURRENT.reset(token)
