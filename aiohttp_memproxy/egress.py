@@ -10,6 +10,7 @@ CA bundle configured (``memproxy.ca_bundle``, ``litellm_settings.ssl_verify`` as
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
 import urllib.request
@@ -35,6 +36,9 @@ class Route:
         if self.proxy is None:
             return "direct"
         return f"{self.proxy.scheme}://{self.proxy.host}:{self.proxy.port}"
+
+
+DIRECT = Route(None)
 
 
 @dataclass(frozen=True)
@@ -70,20 +74,18 @@ class Egress:
         )
 
     def route(self, url: URL) -> Route:
-        host = url.host or ""
-        if _loopback(host):  # a local server (vLLM, Ollama, a LiteLLM proxy) is never reached through a proxy
-            return Route(None)
+        """Called for every upstream request: with no proxy configured, it costs a dict lookup."""
         if self.explicit_proxy is not None:
             chosen: str | None = self.explicit_proxy
         else:
             chosen = self.environment_proxies.get(url.scheme)
-        if chosen is None or self._bypassed(host, url.port):
-            return Route(None)
-        proxy = URL(chosen if "://" in chosen else f"http://{chosen}")
-        if not proxy.user:
-            return Route(proxy)
-        credentials = aiohttp.encode_basic_auth(proxy.user, proxy.password or "")
-        return Route(proxy.with_user(None), {"Proxy-Authorization": credentials})
+        if chosen is None:
+            return DIRECT
+        host = url.host or ""
+        # A local server (vLLM, Ollama, a LiteLLM proxy) is never reached through a proxy.
+        if is_loopback(host) or self._bypassed(host, url.port):
+            return DIRECT
+        return _proxy_route(chosen)
 
     def _bypassed(self, host: str, port: int | None) -> bool:
         if "no" not in self.environment_proxies:
@@ -129,7 +131,18 @@ def check_proxy(where: str, value: str) -> None:
         raise ProxyConfigError(f"{where}: expected an http:// or https:// proxy URL with a host")
 
 
-def _loopback(host: str) -> bool:
+@functools.lru_cache(maxsize=8)
+def _proxy_route(chosen: str) -> Route:
+    """A configured proxy URL as a Route, parsed once (there are at most a few)."""
+    proxy = URL(chosen if "://" in chosen else f"http://{chosen}")
+    if not proxy.user:
+        return Route(proxy)
+    credentials = aiohttp.encode_basic_auth(proxy.user, proxy.password or "")
+    return Route(proxy.with_user(None), {"Proxy-Authorization": credentials})
+
+
+def is_loopback(host: str) -> bool:
+    """localhost or a loopback address (brackets of an IPv6 host allowed)."""
     if host == "localhost":
         return True
     try:

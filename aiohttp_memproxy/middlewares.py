@@ -16,9 +16,9 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from aiohttp_memproxy.egress import is_loopback
 from aiohttp_memproxy.errors import AuthenticationFailed, Dialect, ProxyError
 from aiohttp_memproxy.keys import DIALECT, METRICS, REQUEST_ID, REQUEST_STARTED, RUNTIME, RUNTIMES, SETTINGS
-from aiohttp_memproxy.settings import is_loopback
 
 log = structlog.get_logger()
 

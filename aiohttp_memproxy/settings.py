@@ -10,7 +10,6 @@ message the loader writes carries a value that could be a secret.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -33,7 +32,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from aiohttp_memproxy.egress import Egress, ProxyConfigError
+from aiohttp_memproxy.egress import Egress, ProxyConfigError, is_loopback
 
 ENV_PREFIX = "os.environ/"
 USER_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
@@ -319,15 +318,6 @@ def default_state_dir(environ: Mapping[str, str]) -> Path:
         return Path(environ["XDG_STATE_HOME"]) / "aiohttp-memproxy"
     home = environ.get("HOME")
     return (Path(home) if home else Path.home()) / ".local" / "state" / "aiohttp-memproxy"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def key_weakness(key: str) -> str | None:
