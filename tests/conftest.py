@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import ipaddress
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from aiohttp_memproxy import litellm_seam, logs
 from aiohttp_memproxy.app import create_app
+from aiohttp_memproxy.egress import is_loopback
 from aiohttp_memproxy.settings import Settings, load_settings
 from tests.fake_upstream import FakeUpstream
 
@@ -32,13 +32,11 @@ MASTER_KEY = "sk-test-master-key-0123456789"
 
 
 def _local(host: object) -> bool:
-    if host in (None, "localhost", b"localhost", ""):
+    """What socket calls pass: None or "" (this host), bytes, an IPv6 address with its zone."""
+    if host in (None, ""):
         return True
     name = host.decode() if isinstance(host, bytes) else str(host)
-    try:
-        return ipaddress.ip_address(name.strip("[]").split("%")[0]).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(name.split("%")[0])
 
 
 @pytest.fixture(autouse=True)
