@@ -19,8 +19,9 @@ import contextlib
 import importlib.util
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import litellm
@@ -32,10 +33,12 @@ from litellm.types.utils import shared_backend_model_info
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
 from openai.types.responses.response_create_params import ResponseCreateParamsStreaming
 
-from aiohttp_memproxy import errors, logs, sse
+from aiohttp_memproxy import errors, llm_router, logs, sse
 from aiohttp_memproxy.litellm_seam import CURRENT
 from aiohttp_memproxy.llm_errors import UPSTREAM_ERRORS, to_proxy_error, untranslatable_stream
+from aiohttp_memproxy.llm_router import CALL, Call, GatewayRouter
 from aiohttp_memproxy.models import ResolvedModel
+from aiohttp_memproxy.routing import MemoryRouter, RoutingDecision
 from aiohttp_memproxy.settings import ConfigError, ModelConfig, Settings
 from aiohttp_memproxy.transport import OUTBOUND, AiohttpTransport, Outbound, PinnedHeaders
 
@@ -200,6 +203,17 @@ def provider_errors(settings: Settings) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class Asked:
+    """What the client asked, whichever deployment answers it: the route, the parameters handed to LiteLLM,
+    the memory user, and the client's own Anthropic headers."""
+
+    route: Literal["chat", "messages", "responses"]
+    given: Mapping[str, Any]
+    decision: RoutingDecision | None = None
+    client_headers: Mapping[str, str] = field(default_factory=dict)
+
+
 class LLMClients:
     def __init__(self, settings: Settings, transport: AiohttpTransport) -> None:
         self.settings = settings
@@ -223,6 +237,12 @@ class LLMClients:
             register_model_info(model)
             if client_kind(model.provider) == "openai_sdk":
                 self._openai_client(model)
+        self.routed = llm_router.routed_groups(settings)
+        try:
+            self.router: GatewayRouter | None = llm_router.build(settings)
+        except (ValueError, TypeError) as exc:  # LiteLLM's judgment of router_settings, its text not echoed
+            refused = f"router_settings: LiteLLM's Router refuses them ({type(exc).__name__})"
+            raise ConfigError(str(settings.source), [refused]) from None
 
     def _pinned_handler(self, exact: tuple[tuple[str, str], ...]) -> AsyncHTTPHandler:
         """A handler whose transport restores the client's Anthropic headers (LiteLLM sorts the betas).
@@ -257,14 +277,14 @@ class LLMClients:
             )
         return self._openai[key]
 
-    def _azure_gateway_client(self, resolved: ResolvedModel) -> openai.AsyncOpenAI:
+    def _azure_gateway_client(self, model: ModelConfig, litellm_model: str) -> openai.AsyncOpenAI:
         """``azure/`` through Cloudflare AI Gateway: LiteLLM 1.106.2 builds that client itself, around its
         factories (``_init_azure_client_for_cloudflare_ai_gateway`` in ``llms/azure/common_utils.py``),
         unless it is given one. Built as LiteLLM builds it (base URL + deployment), over our transport: one
         per base, deployment and key."""
-        params = resolved.config.params
+        params = model.params
         base = str(params["api_base"]).rstrip("/")
-        deployment = resolved.litellm_model.partition("/")[2]
+        deployment = litellm_model.partition("/")[2]
         key = (f"{base}/{deployment}#azure", str(params.get("api_key") or ""))
         if key not in self._openai:
             self._openai[key] = openai.AsyncAzureOpenAI(
@@ -282,12 +302,11 @@ class LLMClients:
         (LiteLLM's blocked jar); timeouts are the session's (connect, sock_read), none of httpx's on top."""
         return httpx.AsyncClient(transport=self._transport, timeout=None, cookies=blocked_cookie_jar())  # noqa: S113
 
-    def _client(self, resolved: ResolvedModel) -> Any:
-        model = resolved.config
+    def _client(self, model: ModelConfig, litellm_model: str) -> Any:
         if "mock_response" in model.params:
             return None  # answered inside LiteLLM, no HTTP
         if model.provider == "azure" and CLOUDFLARE_AI_GATEWAY in str(model.params.get("api_base") or ""):
-            return self._azure_gateway_client(resolved)
+            return self._azure_gateway_client(model, litellm_model)
         match client_kind(model.provider):
             case "openai_sdk":
                 return self._openai_client(model)
@@ -314,47 +333,103 @@ class LLMClients:
                 raise
             raise to_proxy_error(exc, model, left=outbound.attempts > 0, sent=sent) from exc
 
-    def _kwargs(
-        self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]
-    ) -> dict[str, Any]:
+    def _direct(self, resolved: ResolvedModel, asked: Asked) -> dict[str, Any]:
+        """The kwargs of a direct call: the one deployment's litellm_params and defaults, what the client
+        asked, adapted to that deployment."""
         model = resolved.config
         params = {key: value for key, value in model.params.items() if key not in OWN_PARAMS}
-        given = {key: value for key, value in request.items() if key in CLIENT_PARAMS}
         kwargs: dict[str, Any] = {
             "timeout": self.settings.litellm.request_timeout,
             "num_retries": self.settings.litellm.num_retries,
-            "drop_params": self.settings.litellm.drop_params,
             **params,
-            **given,
+            **asked.given,
             "model": resolved.litellm_model,
         }
-        extra_headers = {**model.params.get("extra_headers", {}), **headers}
-        if extra_headers:
-            kwargs["extra_headers"] = extra_headers
-        client = self._client(resolved)
-        if client is not None:
-            kwargs["client"] = client
+        self._adapt(model, asked, kwargs)
         return kwargs
 
+    def _adapt(self, model: ModelConfig, asked: Asked, kwargs: dict[str, Any]) -> None:
+        """``kwargs`` made right for ``model``, the deployment about to be called (in place): its headers
+        (memory headers only where it is served through Supermemory), the client its provider takes, and a
+        Messages request made translatable for a provider that is not Anthropic. The Router's hook calls
+        this for each deployment it tries, so a fallback or another deployment gets its own."""
+        litellm_model = str(kwargs.get("model") or model.litellm_model)
+        if asked.route != "messages":  # Messages to Anthropic passes through; to others, _translatable
+            kwargs.setdefault("drop_params", self.settings.litellm.drop_params)
+        extra_headers = {
+            **model.params.get("extra_headers", {}),
+            **(MemoryRouter.memory_headers(model, asked.decision) if asked.decision is not None else {}),
+        }
+        client = self._client(model, litellm_model)
+        if asked.route == "messages" and model.provider == "anthropic":
+            exact = tuple(
+                (name, asked.client_headers[name])
+                for name in ANTHROPIC_CLIENT_HEADERS
+                if name in asked.client_headers
+            )
+            extra_headers.update(exact)
+            if exact:
+                client = self._pinned_handler(exact)
+        elif asked.route == "messages":
+            self._translatable(model, litellm_model, kwargs)
+        if asked.route == "responses" and "mock_response" in model.params:
+            # LiteLLM's mock answers whole and cannot stream it (1.106.2): a stream is made of the answer.
+            kwargs["stream"] = False
+        if extra_headers:
+            kwargs["extra_headers"] = extra_headers
+        else:
+            kwargs.pop("extra_headers", None)
+        if client is not None:
+            kwargs["client"] = client
+        else:
+            kwargs.pop("client", None)  # not one the Router cached for another purpose: the seam's
+
+    async def _routed(self, resolved: ResolvedModel, asked: Asked, method: str, **kwargs: Any) -> Any:
+        """A call through the Router: the hook adapts each attempt to its deployment."""
+        assert self.router is not None
+        call = Call(
+            self.router, resolved.config.name, lambda model, attempt: self._adapt(model, asked, attempt)
+        )
+        # Left set for the rest of the request: the Router's stream may fall back while it is relayed (before
+        # its first byte reaches the client), and the hook and the guard look here.
+        CALL.set(call)
+        try:
+            return await getattr(self.router, method)(model=resolved.router_model, **asked.given, **kwargs)
+        finally:
+            self._attribute(call)
+
+    @staticmethod
+    def _attribute(call: Call | None) -> None:
+        """The log line names the deployment that answered, and whether a fallback happened."""
+        if call is not None and call.deployment is not None:
+            structlog.contextvars.bind_contextvars(deployment=call.deployment.where, fallback=call.fallback)
+
+    def _through_router(self, resolved: ResolvedModel) -> bool:
+        return self.router is not None and resolved.config.name in self.routed
+
     async def chat(
-        self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]
+        self, resolved: ResolvedModel, request: Mapping[str, Any], decision: RoutingDecision
     ) -> Any:
-        """``litellm.acompletion``: a ModelResponse, or a CustomStreamWrapper when ``stream`` is set."""
-        with self._call(resolved.config.name, [key for key in request if key in CLIENT_PARAMS]):
-            return await litellm.acompletion(**self._kwargs(resolved, request, headers))
+        """``acompletion``: a ModelResponse, or a CustomStreamWrapper when ``stream`` is set."""
+        given = {key: value for key, value in request.items() if key in CLIENT_PARAMS}
+        asked = Asked("chat", given, decision)
+        with self._call(resolved.config.name, given):
+            if self._through_router(resolved):
+                return await self._routed(resolved, asked, "acompletion")
+            return await litellm.acompletion(**self._direct(resolved, asked))
 
     async def responses(
-        self, resolved: ResolvedModel, request: Mapping[str, Any], headers: Mapping[str, str]
+        self, resolved: ResolvedModel, request: Mapping[str, Any], decision: RoutingDecision
     ) -> Any:
-        """``litellm.aresponses``: a ResponsesAPIResponse, or an iterator of its stream events. Native where
+        """``aresponses``: a ResponsesAPIResponse, or an iterator of its stream events. Native where
         LiteLLM has the upstream's Responses API (openai/, azure/, xai/, openrouter/, hosted_vllm/, ...),
         bridged to chat completions or Messages elsewhere; either way over our transport."""
         given = {key: value for key, value in request.items() if key in RESPONSES_PARAMS}
-        if "mock_response" in resolved.config.params:
-            # LiteLLM's mock answers whole and cannot stream it (1.106.2): a stream is made of the answer.
-            given["stream"] = False
+        asked = Asked("responses", given, decision)
         with self._call(resolved.config.name, given):
-            return await litellm.aresponses(**{**self._kwargs(resolved, {}, headers), **given})
+            if self._through_router(resolved):
+                return await self._routed(resolved, asked, "aresponses")
+            return await litellm.aresponses(**self._direct(resolved, asked))
 
     @staticmethod
     async def response_events(stream: Any, model_name: str) -> AsyncGenerator[bytes, None]:
@@ -371,7 +446,7 @@ class LLMClients:
         self,
         resolved: ResolvedModel,
         request: Mapping[str, Any],
-        headers: Mapping[str, str],
+        decision: RoutingDecision,
         client_headers: Mapping[str, str],
     ) -> Any:
         """``litellm.anthropic.messages.acreate``: the message as a dict, or an iterator of SSE bytes.
@@ -382,33 +457,17 @@ class LLMClients:
         """
         given = {key: value for key, value in request.items() if key in MESSAGES_PARAMS}
         given["max_tokens"] = request["max_tokens"]
+        asked = Asked("messages", given, decision, client_headers)
         with self._call(resolved.config.name, given):
-            kwargs = self._messages_kwargs(resolved, given, headers, client_headers)
-            return await anthropic_messages.acreate(**kwargs)
+            if self._through_router(resolved):
+                result = await self._routed(resolved, asked, "aanthropic_messages")
+            else:
+                result = await anthropic_messages.acreate(**self._direct(resolved, asked))
+        if isinstance(result, dict):
+            result.pop("_hidden_params", None)  # the Router's bookkeeping, not part of the message
+        return result
 
-    def _messages_kwargs(
-        self,
-        resolved: ResolvedModel,
-        given: Mapping[str, Any],
-        headers: Mapping[str, str],
-        client_headers: Mapping[str, str],
-    ) -> dict[str, Any]:
-        model = resolved.config
-        kwargs = self._kwargs(resolved, {}, headers)
-        kwargs.pop("drop_params", None)
-        kwargs.update(given)
-        if model.provider != "anthropic":
-            self._translatable(resolved, kwargs)
-        else:
-            exact = tuple(
-                (name, client_headers[name]) for name in ANTHROPIC_CLIENT_HEADERS if name in client_headers
-            )
-            kwargs["extra_headers"] = {**kwargs.get("extra_headers", {}), **dict(exact)}
-            if exact:
-                kwargs["client"] = self._pinned_handler(exact)
-        return kwargs
-
-    def _translatable(self, resolved: ResolvedModel, kwargs: dict[str, Any]) -> None:
+    def _translatable(self, model: ModelConfig, litellm_model: str, kwargs: dict[str, Any]) -> None:
         """A Messages request for another provider, as its client sent it (Claude Code cannot adapt its
         request to the model behind an alias): what the target cannot take is dropped or mapped, never a
         failure. Read in LiteLLM 1.106.2's Messages adapter (llms/anthropic/pass_through/adapters)."""
@@ -421,11 +480,10 @@ class LLMClients:
         # LiteLLM sends an openai/ model with thinking to the Responses API unless the map says it cannot
         # reason. An OpenAI-compatible server LiteLLM does not know speaks chat completions for certain: it
         # gets the request without thinking, unless its model_info says supports_reasoning: true.
-        model = resolved.config
         if (
             model.provider == "openai"
             and "thinking" in kwargs
-            and not self._knows(resolved.litellm_model)
+            and not self._knows(litellm_model)
             and model.info.get("supports_reasoning") is not True
         ):
             del kwargs["thinking"]
@@ -464,17 +522,21 @@ class LLMClients:
         self,
         resolved: ResolvedModel,
         request: Mapping[str, Any],
-        headers: Mapping[str, str],
+        decision: RoutingDecision,
         client_headers: Mapping[str, str],
     ) -> dict[str, Any]:
-        """Anthropic upstreams count (forwarded, same session and jar); others are counted here by LiteLLM."""
-        model = resolved.config
+        """Anthropic upstreams count (forwarded, same session and jar); others are counted here by LiteLLM.
+        A group of several deployments counts with its first one not in cooldown: a count is an estimate of
+        the input, the same for every deployment of one model."""
+        model = self._counting(resolved.config)
+        litellm_model = resolved.litellm_model if model is resolved.config else model.litellm_model
+        headers = MemoryRouter.memory_headers(model, decision)
         if model.provider != "anthropic":
             messages = list(request.get("messages") or [])
             if isinstance(request.get("system"), str):
                 messages.insert(0, {"role": "system", "content": request["system"]})
             with self._call(model.name, ["messages", "system"]):
-                count = litellm.token_counter(model=resolved.litellm_model, messages=messages)
+                count = litellm.token_counter(model=litellm_model, messages=messages)
             return {"input_tokens": int(count)}
         base = str(model.params.get("api_base") or DEFAULT_ANTHROPIC_BASE).rstrip("/")
         url = base if base.endswith("/v1/messages/count_tokens") else f"{base}/v1/messages/count_tokens"
@@ -491,11 +553,18 @@ class LLMClients:
         }
         if model.params.get("api_key"):
             upstream_headers["x-api-key"] = str(model.params["api_key"])
-        body = {**request, "model": resolved.litellm_model.partition("/")[2] or resolved.litellm_model}
+        body = {**request, "model": litellm_model.partition("/")[2] or litellm_model}
         with self._call(model.name, list(request)):
             response = await self._http_handler.post(url, json=body, headers=upstream_headers)
         result: dict[str, Any] = response.json()
         return result
+
+    def _counting(self, model: ModelConfig) -> ModelConfig:
+        if self.router is None or model.name not in self.routed:
+            return model
+        cooling = {cooled.id for cooled, _ in self.router.cooldowns()}
+        group = [d for d in self.router.deployments.values() if d.name == model.name]
+        return next((d for d in group if d.id not in cooling), model)
 
     @staticmethod
     async def chunks(stream: Any, model_name: str) -> AsyncGenerator[str, None]:
@@ -506,6 +575,8 @@ class LLMClients:
 
     async def aclose(self) -> None:
         self.closed = True
+        if self.router is not None:
+            self.router.discard()
         for handler in (self._http_handler, *self._pinned.values()):
             await handler.close()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
         await asyncio.gather(*(client.close() for client in self._openai.values()))
@@ -514,9 +585,13 @@ class LLMClients:
 async def _items(stream: Any, model_name: str) -> AsyncGenerator[Any, None]:
     """The items of a LiteLLM stream as they arrive; a failure mid-stream becomes ProxyError (the upstream's,
     or the gateway's translation); the stream is closed however it ends, its connection given back."""
+    call = CALL.get()
     try:
         async for item in stream:
+            LLMClients._attribute(call)  # a fallback before the first byte changes who answers
             yield item
+            if call is not None:
+                call.relayed = True
     except UPSTREAM_ERRORS as exc:
         raise to_proxy_error(exc, model_name) from exc
     except Exception as exc:

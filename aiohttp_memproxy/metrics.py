@@ -48,6 +48,15 @@ class Metrics:
         self.in_flight = Gauge("memproxy_in_flight_requests", "Requests being handled", registry=r)
         self.streams = Gauge("memproxy_in_flight_streams", "Streams being relayed", registry=r)
         self.reloads = Counter("memproxy_config_reloads", "Config reloads", ["outcome"], registry=r)
+        self.fallbacks = Counter(
+            "memproxy_fallbacks", "Requests answered by a fallback model group", ["model"], registry=r
+        )
+        self.cooldowns = Counter(
+            "memproxy_deployment_cooldowns",
+            "Deployments put in cooldown by LiteLLM's Router",
+            ["model"],
+            registry=r,
+        )
 
     def count_cookies(self, count: Callable[[], int]) -> None:
         self.cookies.set_function(lambda: float(count()))

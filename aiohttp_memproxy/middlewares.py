@@ -79,8 +79,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         elapsed = time.perf_counter() - started
         runtimes.release(runtime)
         metrics.in_flight.dec()
-        model = structlog.contextvars.get_contextvars().get("model", "")
+        bound = structlog.contextvars.get_contextvars()
+        model = bound.get("model", "")
         metrics.requests.labels(route, model, str(status)).inc()
+        if bound.get("fallback"):
+            metrics.fallbacks.labels(model).inc()
         metrics.latency.labels(route).observe(elapsed)
         log.info("request", status=status, ms=round(elapsed * 1000, 1))
 

@@ -22,8 +22,9 @@ _SHOWN_NAME = 200  # a client's model string is echoed in errors, capped
 @dataclass(frozen=True)
 class ResolvedModel:
     requested: str
-    config: ModelConfig
+    config: ModelConfig  # the model group's first enabled deployment
     litellm_model: str  # the provider/name LiteLLM is called with
+    router_model: str = ""  # the name the Router is called with: the group's, or what matched a wildcard
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,18 @@ class ModelTable:
     def __init__(self, models: Sequence[ModelConfig], aliases: Mapping[str, Alias]) -> None:
         self.models = tuple(models)
         self.aliases = dict(aliases)
-        self._exact = {model.name: model for model in models if not model.is_wildcard}
+        # A model_name listed several times is one model group (LiteLLM's deployments): its first enabled
+        # entry stands for it here (what a direct call or a token count uses; the Router picks among all).
+        self._exact: dict[str, ModelConfig] = {}
+        self._groups: dict[str, ModelConfig] = {}
+        for model in models:
+            table = self._groups if model.is_wildcard else self._exact
+            first = table.get(model.name)
+            if first is None or (not first.enabled and model.enabled):
+                table[model.name] = model
         # Most specific first: more literal characters wins; a bare `*` comes last.
         ordered = sorted(
-            (model for model in models if model.is_wildcard),
+            self._groups.values(),
             key=lambda model: len(model.name.replace("*", "")),
             reverse=True,
         )
@@ -73,6 +82,7 @@ class ModelTable:
 
     @property
     def disabled(self) -> list[ModelConfig]:
+        """Disabled deployments (a group may still serve through its enabled ones)."""
         return [model for model in self.models if not model.enabled]
 
     def _lookup(self, name: str) -> ResolvedModel | None:
@@ -84,13 +94,13 @@ class ModelTable:
     def _named(self, name: str, requested: str) -> ResolvedModel | None:
         model = self._exact.get(name)
         if model is not None:
-            return ResolvedModel(requested, model, model.litellm_model)
+            return ResolvedModel(requested, model, model.litellm_model, model.name)
         alias = self.aliases.get(name)
         if alias is None:
             return None
         model = self._exact.get(alias.target)
         if model is not None:
-            return ResolvedModel(requested, model, model.litellm_model)
+            return ResolvedModel(requested, model, model.litellm_model, model.name)
         return self._wildcard(alias.target, requested)
 
     def _wildcard(self, name: str, requested: str) -> ResolvedModel | None:
@@ -103,5 +113,5 @@ class ModelTable:
                 if "*" not in litellm_model:
                     break
                 litellm_model = litellm_model.replace("*", captured, 1)
-            return ResolvedModel(requested, wildcard.config, litellm_model)
+            return ResolvedModel(requested, wildcard.config, litellm_model, name)
         return None

@@ -77,7 +77,8 @@ async def _one(runtime: Runtime, name: str) -> ProbeResult:
     model = resolved.config
     if "mock_response" in model.params:
         return ProbeResult(name, "skipped", "mock_response: answered in-process, no upstream")
-    memory = runtime.router.memory_headers(model, runtime.router.decide(CIMultiDict()))
+    user = runtime.router.decide(CIMultiDict())
+    memory = runtime.router.memory_headers(model, user)
     path = "messages" if model.provider == "anthropic" else "chat"
     result = ProbeResult(name, "ok", path=path)
     egress = runtime.settings.egress
@@ -90,9 +91,9 @@ async def _one(runtime: Runtime, name: str) -> ProbeResult:
     started = time.perf_counter()
     try:
         if path == "messages":
-            await runtime.llm.messages(resolved, {"messages": PING, "max_tokens": MAX_TOKENS}, memory, {})
+            await runtime.llm.messages(resolved, {"messages": PING, "max_tokens": MAX_TOKENS}, user, {})
         else:
-            await runtime.llm.chat(resolved, {"messages": PING, "max_tokens": MAX_TOKENS}, memory)
+            await runtime.llm.chat(resolved, {"messages": PING, "max_tokens": MAX_TOKENS}, user)
     except errors.ProxyError as exc:
         result.outcome, result.detail = "error", f"{exc.status} {exc.code}: {exc.message}"
     except Exception as exc:  # an operator's tool reports what failed and goes on to the next model

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from aiohttp_memproxy.keys import METRICS, RUNTIMES, SETTINGS, TRANSPORT, UPSTREAM
 from aiohttp_memproxy.llm import LLMClients
+from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.models import ModelTable
 from aiohttp_memproxy.routing import MemoryRouter
 from aiohttp_memproxy.settings import ConfigError, Settings, load_settings
@@ -38,12 +39,15 @@ class Runtime:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
-    def build(cls, settings: Settings, transport: AiohttpTransport) -> Runtime:
+    def build(cls, settings: Settings, transport: AiohttpTransport, metrics: Metrics) -> Runtime:
+        llm = LLMClients(settings, transport)
+        if llm.router is not None:
+            llm.router.on_cooldown = lambda model: metrics.cooldowns.labels(model.name).inc()
         return cls(
             settings=settings,
             models=ModelTable(settings.models, settings.aliases),
             router=MemoryRouter(settings.routing),
-            llm=LLMClients(settings, transport),
+            llm=llm,
         )
 
 
@@ -75,7 +79,7 @@ class Runtimes:
             # memproxy: belongs to the process (with its command-line overrides): it changes at a restart.
             # So do the proxies and CAs (the session was built with them): egress too.
             settings = replace(settings, proxy=app[SETTINGS].proxy, egress=app[SETTINGS].egress)
-            runtime = Runtime.build(settings, self._transport)  # LiteLLM judges the providers here
+            runtime = Runtime.build(settings, self._transport, app[METRICS])  # LiteLLM judges them
         except ConfigError as exc:
             for error in exc.errors:
                 log.error("config_reload_error", path=exc.source, error=error)
@@ -115,7 +119,7 @@ async def runtimes(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         settings.egress,
     )
-    holder = Runtimes(Runtime.build(settings, transport), transport)
+    holder = Runtimes(Runtime.build(settings, transport, app[METRICS]), transport)
     app[RUNTIMES] = holder
     app[TRANSPORT] = transport
     try:

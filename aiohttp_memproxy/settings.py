@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -52,8 +53,44 @@ KNOWN_TOP = frozenset(
     }
 )
 KNOWN_GENERAL = frozenset({"master_key"})
-KNOWN_LITELLM = frozenset({"drop_params", "num_retries", "request_timeout", "ssl_verify"})
-KNOWN_ROUTER = frozenset({"model_group_alias"})
+# LiteLLM's routing keys (its Router's arguments), passed to litellm.Router as a LiteLLM proxy passes them.
+ROUTING_KEYS = frozenset(
+    {
+        "routing_strategy",
+        "routing_strategy_args",
+        "num_retries",
+        "max_fallbacks",
+        "timeout",
+        "stream_timeout",
+        "retry_after",
+        "allowed_fails",
+        "allowed_fails_policy",
+        "cooldown_time",
+        "disable_cooldowns",
+        "fallbacks",
+        "context_window_fallbacks",
+        "content_policy_fallbacks",
+        "default_fallbacks",
+        "retry_policy",
+        "model_group_retry_policy",
+        "enable_pre_call_checks",
+    }
+)
+# litellm_settings keys a LiteLLM proxy sets as litellm globals that its Router reads as defaults.
+LITELLM_ROUTING_KEYS = frozenset(
+    {
+        "fallbacks",
+        "context_window_fallbacks",
+        "content_policy_fallbacks",
+        "default_fallbacks",
+        "allowed_fails",
+    }
+)
+FALLBACK_KEYS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
+KNOWN_LITELLM = (
+    frozenset({"drop_params", "num_retries", "request_timeout", "ssl_verify"}) | LITELLM_ROUTING_KEYS
+)
+KNOWN_ROUTER = frozenset({"model_group_alias"}) | ROUTING_KEYS
 KNOWN_ENTRY = frozenset({"model_name", "litellm_params", "model_info"})
 
 # Keys that LiteLLM's docs and examples publish: a gateway reachable from elsewhere must not use them.
@@ -181,11 +218,30 @@ class ProxySettings(_Section):
         return value.lower() if isinstance(value, str) else value
 
 
+# LiteLLM's fallback lists: [{"model group": ["fallback group", ...]}, ...], tried in order.
+FallbackList = list[dict[str, list[str]]]
+RoutingStrategy = Literal[
+    "simple-shuffle",
+    "least-busy",
+    "usage-based-routing",
+    "usage-based-routing-v2",
+    "latency-based-routing",
+    "cost-based-routing",
+]
+NonNegative = Annotated[int, Field(ge=0)]
+
+
 class LitellmSettings(_Section):
     drop_params: bool = False
     ssl_verify: bool | str = True  # LiteLLM's: false, or a CA bundle's path (trusted with the system store)
     num_retries: int = Field(default=0, ge=0)
     request_timeout: float = Field(default=600, gt=0)
+    # Routing defaults a LiteLLM proxy sets as litellm globals (router_settings wins over them).
+    fallbacks: FallbackList | None = None
+    context_window_fallbacks: FallbackList | None = None
+    content_policy_fallbacks: FallbackList | None = None
+    default_fallbacks: list[str] | None = None
+    allowed_fails: NonNegative | None = None
 
 
 class _Alias(_Section):
@@ -235,6 +291,25 @@ class _General(_Section):
 
 class _Router(_Section):
     model_group_alias: dict[str, Annotated[_Alias, BeforeValidator(_alias)]] = Field(default_factory=dict)
+    # LiteLLM's Router arguments, typed where a mistake would otherwise surface only at request time.
+    routing_strategy: RoutingStrategy | None = None
+    routing_strategy_args: dict[str, Any] | None = None
+    num_retries: NonNegative | None = None
+    max_fallbacks: NonNegative | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    stream_timeout: float | None = Field(default=None, gt=0)
+    retry_after: NonNegative | None = None
+    allowed_fails: NonNegative | None = None
+    allowed_fails_policy: dict[str, NonNegative] | None = None
+    cooldown_time: float | None = Field(default=None, ge=0)
+    disable_cooldowns: bool | None = None
+    fallbacks: FallbackList | None = None
+    context_window_fallbacks: FallbackList | None = None
+    content_policy_fallbacks: FallbackList | None = None
+    default_fallbacks: list[str] | None = None
+    retry_policy: dict[str, NonNegative] | None = None
+    model_group_retry_policy: dict[str, dict[str, NonNegative]] | None = None
+    enable_pre_call_checks: bool | None = None
 
 
 class _Raw(_Section):
@@ -256,6 +331,18 @@ class ModelConfig:
     info: Mapping[str, Any]
     supermemory: bool
     missing_env: tuple[str, ...] = ()
+    id: str = ""  # the deployment's id: model_info.id, else the model_name and its ordinal in the list
+
+    @property
+    def where(self) -> str:
+        """The deployment as a log line or /health may show it: provider and api_base host (with its port),
+        never a path, user or key."""
+        url = urlsplit(str(self.params.get("api_base") or ""))
+        try:
+            host = f"{url.hostname}:{url.port}" if url.port else url.hostname
+        except ValueError:  # a port that is not one: the host alone
+            host = url.hostname
+        return f"{self.provider}/{host}" if host else self.provider
 
     @property
     def enabled(self) -> bool:
@@ -290,6 +377,8 @@ class Settings:
     routing: RoutingConfig
     proxy: ProxySettings
     master_key: str | None = field(default=None, repr=False)
+    # litellm.Router's arguments from router_settings over litellm_settings (only the keys the file sets).
+    router: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[ConfigWarning, ...] = ()
     digest: str = ""
     loaded_at: float = 0.0
@@ -455,10 +544,11 @@ def _build(source: Path, doc: dict[str, Any], environ: Mapping[str, str], digest
     if errors:
         raise ConfigError(str(source), errors)
 
-    models = tuple(
-        _model_config(entry, tuple(missing))
-        for entry, missing in zip(parsed.model_list, models_missing, strict=True)
-    )
+    ordinals: dict[str, int] = {}
+    models = []
+    for entry, missing in zip(parsed.model_list, models_missing, strict=True):
+        ordinal = ordinals[entry.model_name] = ordinals.get(entry.model_name, -1) + 1
+        models.append(_model_config(entry, tuple(missing), f"{entry.model_name}/{ordinal}"))
     for model in models:
         if model.missing_env:
             warnings.append(
@@ -490,7 +580,7 @@ def _build(source: Path, doc: dict[str, Any], environ: Mapping[str, str], digest
         )
     return Settings(
         source=source,
-        models=models,
+        models=tuple(models),
         aliases={
             name: Alias(target=alias.model, hidden=alias.hidden)
             for name, alias in parsed.router_settings.model_group_alias.items()
@@ -499,6 +589,7 @@ def _build(source: Path, doc: dict[str, Any], environ: Mapping[str, str], digest
         routing=parsed.user_id_mappings,
         proxy=proxy,
         master_key=parsed.general_settings.master_key,
+        router=_router_arguments(parsed),
         warnings=tuple(warnings),
         digest=digest,
         loaded_at=time.time(),
@@ -506,7 +597,7 @@ def _build(source: Path, doc: dict[str, Any], environ: Mapping[str, str], digest
     )
 
 
-def _model_config(entry: _ModelEntry, missing: tuple[str, ...]) -> ModelConfig:
+def _model_config(entry: _ModelEntry, missing: tuple[str, ...], default_id: str) -> ModelConfig:
     params = entry.litellm_params.model_dump(exclude_none=True)
     if not params.get("extra_headers"):
         params.pop("extra_headers", None)
@@ -514,28 +605,66 @@ def _model_config(entry: _ModelEntry, missing: tuple[str, ...]) -> ModelConfig:
     flag = entry.model_info.supermemory
     supermemory = flag if flag is not None else SUPERMEMORY_HOST in (entry.litellm_params.api_base or "")
     return ModelConfig(
-        name=entry.model_name, params=params, info=info, supermemory=supermemory, missing_env=missing
+        name=entry.model_name,
+        params=params,
+        info=info,
+        supermemory=supermemory,
+        missing_env=missing,
+        id=str(info.get("id") or default_id),
     )
+
+
+def _router_arguments(parsed: _Raw) -> dict[str, Any]:
+    """litellm.Router's arguments: litellm_settings' routing defaults, then router_settings over them."""
+    arguments = parsed.litellm_settings.model_dump(include=set(LITELLM_ROUTING_KEYS), exclude_none=True)
+    arguments.update(parsed.router_settings.model_dump(include=set(ROUTING_KEYS), exclude_none=True))
+    return arguments
 
 
 def _cross_checks(parsed: _Raw) -> list[str]:
     errors: list[str] = []
-    first_seen: dict[str, int] = {}
+    # Several entries under one model_name are the deployments of one model group (LiteLLM's load
+    # balancing); a model_info.id must name one deployment only.
+    ids: dict[str, int] = {}
     for index, entry in enumerate(parsed.model_list):
-        if entry.model_name in first_seen:
+        explicit = getattr(entry.model_info, "id", None)
+        if explicit is None:
+            continue
+        if str(explicit) in ids:
             errors.append(
-                f"model_list[{index}].model_name: duplicate {entry.model_name!r} "
-                f"(first at model_list[{first_seen[entry.model_name]}])"
+                f"model_list[{index}].model_info.id: duplicate {str(explicit)!r} "
+                f"(first at model_list[{ids[str(explicit)]}])"
             )
-        first_seen.setdefault(entry.model_name, index)
-    names = set(first_seen)
+        ids.setdefault(str(explicit), index)
+    names = {entry.model_name for entry in parsed.model_list}
     wildcards = [re.compile(wildcard_regex(name)) for name in names if "*" in name]
-    for alias, spec in parsed.router_settings.model_group_alias.items():
+    aliases = parsed.router_settings.model_group_alias
+
+    def known(model: str) -> bool:
+        return model in names or model in aliases or any(w.fullmatch(model) for w in wildcards)
+
+    for alias, spec in aliases.items():
         where = f"router_settings.model_group_alias.{alias}"
         if alias in names:
             errors.append(f"{where}: the alias shadows a model_list entry of the same name")
         elif spec.model not in names and not any(w.fullmatch(spec.model) for w in wildcards):
             errors.append(f"{where}: unknown model {spec.model!r}")
+    for section in ("litellm_settings", "router_settings"):
+        settings = getattr(parsed, section)
+        for key in FALLBACK_KEYS:
+            for index, rule in enumerate(getattr(settings, key) or ()):
+                for group, targets in rule.items():
+                    where = f"{section}.{key}[{index}].{group}"
+                    if group != "*" and not known(group):
+                        errors.append(f"{where}: unknown model {group!r}")
+                    errors.extend(
+                        f"{where}: unknown fallback model {target!r}"
+                        for target in targets
+                        if not known(target)
+                    )
+        for target in settings.default_fallbacks or ():
+            if not known(target):
+                errors.append(f"{section}.default_fallbacks: unknown model {target!r}")
     seen_rules: dict[tuple[str, str], int] = {}
     for index, rule in enumerate(parsed.user_id_mappings.header_patterns):
         rule_key = (rule.header, rule.pattern)

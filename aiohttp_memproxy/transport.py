@@ -210,9 +210,22 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 proxy=route.proxy,
                 proxy_headers=route.headers,
+                timeout=self._timeout(request),
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise translate(exc, request) from exc
+
+    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+        """A call's own timeout (a deployment's ``timeout``, LiteLLM's ``request_timeout``; httpx carries it
+        in the request's extensions) where it is shorter than the session's: memproxy's connect and read
+        timeouts stay the ceiling, and a stream still has no total timeout."""
+        asked = request.extensions.get("timeout") or {}
+        base = self._session.timeout
+        connect = _shorter(base.connect, asked.get("connect"))
+        read = _shorter(base.sock_read, asked.get("read"))
+        if connect == base.connect and read == base.sock_read:
+            return base
+        return aiohttp.ClientTimeout(total=None, connect=connect, sock_read=read)
 
     async def aclose(self) -> None:
         """The session is borrowed: its owner (upstream.py's cleanup context) closes it."""
@@ -242,3 +255,9 @@ class PinnedHeaders(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         """Borrowed: nothing to close."""
+
+
+def _shorter(ceiling: float | None, asked: float | None) -> float | None:
+    if asked is None:
+        return ceiling
+    return asked if ceiling is None else min(ceiling, asked)

@@ -18,7 +18,9 @@ from aiohttp_memproxy import __version__, schemas, sse
 from aiohttp_memproxy.errors import InvalidRequest, NotFound
 from aiohttp_memproxy.keys import COOKIES, DIALECT, METRICS, RUNTIME, STARTED_AT
 from aiohttp_memproxy.llm import ANTHROPIC_CLIENT_HEADERS
+from aiohttp_memproxy.llm_router import cooldown_rows
 from aiohttp_memproxy.models import ResolvedModel
+from aiohttp_memproxy.routing import RoutingDecision
 from aiohttp_memproxy.settings import ModelConfig
 
 # Served in every mode.
@@ -46,6 +48,10 @@ async def health(request: web.Request) -> web.Response:
                 "sha256": settings.digest,
                 "loaded_at": _iso(settings.loaded_at),
             },
+            # Deployments LiteLLM's Router skips for now (allowed_fails / cooldown_time), and until when.
+            "cooldowns": [
+                {**row, "until": _iso(row["until"])} for row in cooldown_rows(request[RUNTIME].llm.router)
+            ],
             "cookies": {"count": len(request.app[COOKIES].jar), "names": request.app[COOKIES].names()},
             # For leak checks (make load): these must come back down when the traffic stops.
             "process": {"asyncio_tasks": len(asyncio.all_tasks()), "open_fds": _open_fds()},
@@ -174,9 +180,9 @@ def _require(body: dict[str, Any], name: str, kind: type | tuple[type, ...], wha
 @sdk_routes.post("/v1/chat/completions")
 @sdk_routes.post("/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body, resolved, memory = await _model_request(request, "chat")
+    body, resolved, user = await _model_request(request, "chat")
     llm = request[RUNTIME].llm
-    result = await llm.chat(resolved, body, memory)
+    result = await llm.chat(resolved, body, user)
     if body.get("stream") is True:
         return await sse.openai_stream(request, llm.chunks(result, resolved.config.name))
     return web.json_response(text=result.model_dump_json(exclude_none=True))
@@ -188,8 +194,9 @@ def _client_headers(request: web.Request) -> dict[str, str]:
 
 async def _model_request(
     request: web.Request, route: schemas.Route
-) -> tuple[dict[str, Any], ResolvedModel, dict[str, str]]:
-    """The body (checked against the route's SDK type), the model it names, and its memory headers."""
+) -> tuple[dict[str, Any], ResolvedModel, RoutingDecision]:
+    """The body (checked against the route's SDK type), the model it names, and its memory user (whose
+    headers go only to a deployment served through Supermemory: llm decides, per deployment tried)."""
     body = await json_object(request)
     _require(body, "model", str, "a non-empty string")
     if route == "responses":  # a string, or a list of input items
@@ -201,18 +208,18 @@ async def _model_request(
     router = request[RUNTIME].router
     decision = router.decide(request.headers)
     structlog.contextvars.bind_contextvars(model=resolved.config.name, user_id=decision.user_id)
-    return body, resolved, router.memory_headers(resolved.config, decision)
+    return body, resolved, decision
 
 
 @sdk_routes.post("/v1/messages")
 @sdk_routes.post("/messages")
 async def messages(request: web.Request) -> web.StreamResponse:
-    body, resolved, memory = await _model_request(request, "messages")
+    body, resolved, user = await _model_request(request, "messages")
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequest("max_tokens: expected a positive integer", param="max_tokens")
     llm = request[RUNTIME].llm
-    result = await llm.messages(resolved, body, memory, _client_headers(request))
+    result = await llm.messages(resolved, body, user, _client_headers(request))
     if body.get("stream") is True:
         return await sse.anthropic_stream(request, llm.events(result, resolved.config))
     return web.json_response(result)
@@ -221,8 +228,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
 @sdk_routes.post("/v1/messages/count_tokens")
 @sdk_routes.post("/messages/count_tokens")
 async def count_tokens(request: web.Request) -> web.Response:
-    body, resolved, memory = await _model_request(request, "count_tokens")
-    counted = await request[RUNTIME].llm.count_tokens(resolved, body, memory, _client_headers(request))
+    body, resolved, user = await _model_request(request, "count_tokens")
+    counted = await request[RUNTIME].llm.count_tokens(resolved, body, user, _client_headers(request))
     return web.json_response(counted)
 
 
@@ -230,9 +237,9 @@ async def count_tokens(request: web.Request) -> web.Response:
 @sdk_routes.post("/responses")
 async def responses(request: web.Request) -> web.StreamResponse:
     """The OpenAI Responses API (Codex CLI): native where the upstream has it, else bridged by LiteLLM."""
-    body, resolved, memory = await _model_request(request, "responses")
+    body, resolved, user = await _model_request(request, "responses")
     llm = request[RUNTIME].llm
-    result = await llm.responses(resolved, body, memory)
+    result = await llm.responses(resolved, body, user)
     if body.get("stream") is True:
         return await sse.responses_stream(request, llm.response_events(result, resolved.config.name))
     return web.json_response(text=result.model_dump_json(exclude_none=True))

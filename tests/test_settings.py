@@ -95,8 +95,31 @@ def test_shipped_config_with_keys_enables_every_model(tmp_path: Path) -> None:
             "model_list[0].litellm_params: required",
         ),
         (
-            base_config(model_list=[model("a", "openai/a"), model("a", "openai/b")]),
-            "model_list[1].model_name: duplicate 'a' (first at model_list[0])",
+            base_config(
+                model_list=[
+                    {**model("a", "openai/a"), "model_info": {"id": "one"}},
+                    {**model("b", "openai/b"), "model_info": {"id": "one"}},
+                ]
+            ),
+            "model_list[1].model_info.id: duplicate 'one' (first at model_list[0])",
+        ),
+        (
+            base_config(router_settings={"fallbacks": [{"demo": ["nope"]}]}),
+            "router_settings.fallbacks[0].demo: unknown fallback model 'nope'",
+        ),
+        (
+            base_config(litellm_settings={"context_window_fallbacks": [{"gone": ["demo"]}]}),
+            "litellm_settings.context_window_fallbacks[0].gone: unknown model 'gone'",
+        ),
+        (
+            base_config(router_settings={"routing_strategy": "fastest"}),
+            "router_settings.routing_strategy: Input should be 'simple-shuffle', 'least-busy', "
+            "'usage-based-routing', 'usage-based-routing-v2', 'latency-based-routing' "
+            "or 'cost-based-routing'",
+        ),
+        (
+            base_config(router_settings={"allowed_fails": -1}),
+            "router_settings.allowed_fails: Input should be greater than or equal to 0",
         ),
         (
             base_config(model_list=[{**model("a", "openai/a"), "model_info": {"supermemory": "maybe"}}]),
@@ -313,7 +336,6 @@ def test_unimplemented_litellm_sections_load_with_one_warning(make_settings: Cal
         "litellm_settings.cache_params",
         "litellm_settings.success_callback",
         "litellm_settings.callbacks",
-        "router_settings.routing_strategy",
         "router_settings.redis_host",
         "model_list[0].tpm",
         "model_list[0].rpm",
