@@ -35,7 +35,7 @@ from openai.types.responses.response_create_params import ResponseCreateParamsSt
 
 from aiohttp_memproxy import errors, llm_router, logs, sse
 from aiohttp_memproxy.litellm_seam import CURRENT
-from aiohttp_memproxy.llm_errors import UPSTREAM_ERRORS, to_proxy_error, untranslatable_stream
+from aiohttp_memproxy.llm_errors import UPSTREAM_ERRORS, cooling_down, to_proxy_error, untranslatable_stream
 from aiohttp_memproxy.llm_router import CALL, Call, GatewayRouter
 from aiohttp_memproxy.models import ResolvedModel
 from aiohttp_memproxy.routing import MemoryRouter, RoutingDecision
@@ -238,6 +238,7 @@ class LLMClients:
             if client_kind(model.provider) == "openai_sdk":
                 self._openai_client(model)
         self.routed = llm_router.routed_groups(settings)
+        self._alternatives = llm_router.with_alternatives(settings)
         try:
             self.router: GatewayRouter | None = llm_router.build(settings)
         except (ValueError, TypeError) as exc:  # LiteLLM's judgment of router_settings, its text not echoed
@@ -324,11 +325,15 @@ class LLMClients:
         are the upstream's; anything else is a bug of ours or LiteLLM's, left to aiohttp's 500.
         """
         CURRENT.set(self._transport)
+        CALL.set(None)  # a Router call sets its own
         outbound = Outbound()
         OUTBOUND.set(outbound)
         try:
             yield
         except Exception as exc:
+            cooling = cooling_down(exc, model)
+            if cooling is not None:
+                raise cooling from exc
             if outbound.attempts and not isinstance(exc, UPSTREAM_ERRORS):
                 raise
             raise to_proxy_error(exc, model, left=outbound.attempts > 0, sent=sent) from exc
@@ -337,6 +342,7 @@ class LLMClients:
         """The kwargs of a direct call: the one deployment's litellm_params and defaults, what the client
         asked, adapted to that deployment."""
         model = resolved.config
+        structlog.contextvars.bind_contextvars(deployment=model.where, fallback=False)
         params = {key: value for key, value in model.params.items() if key not in OWN_PARAMS}
         kwargs: dict[str, Any] = {
             "timeout": self.settings.litellm.request_timeout,
@@ -393,6 +399,9 @@ class LLMClients:
         # Left set for the rest of the request: the Router's stream may fall back while it is relayed (before
         # its first byte reaches the client), and the hook and the guard look here.
         CALL.set(call)
+        outbound = OUTBOUND.get()
+        if outbound is not None and resolved.config.name in self._alternatives:
+            outbound.backoff = False
         try:
             return await getattr(self.router, method)(model=resolved.router_model, **asked.given, **kwargs)
         finally:

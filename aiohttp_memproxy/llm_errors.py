@@ -8,6 +8,7 @@ can carry URLs and keys, so it is read here (to find a parameter name the client
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection
 
@@ -23,6 +24,7 @@ from litellm.exceptions import (
     Timeout,
     UnsupportedParamsError,
 )
+from litellm.types.router import RouterRateLimitError, RouterRateLimitErrorBasic
 
 from aiohttp_memproxy import errors
 from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, CertificateError
@@ -131,6 +133,31 @@ def local_error(exc: BaseException, model: str, sent: Collection[str]) -> errors
         "(rejected by the gateway while translating it; nothing was sent upstream)",
         param=param,
         code="unsupported_parameter" if param else "invalid_request",
+    )
+
+
+def cooling_down(exc: BaseException, model: str) -> errors.ProxyError | None:
+    """LiteLLM's Router found no deployment to send to (those that failed recently are in cooldown): the
+    gateway's own decision, a 503 with when to come back. None for any other failure."""
+    found = next(
+        (
+            error
+            for error in _chain(exc)
+            if isinstance(error, RouterRateLimitError | RouterRateLimitErrorBasic)
+        ),
+        None,
+    )
+    if found is None:
+        return None
+    wait = getattr(found, "cooldown_time", None)
+    seconds = max(1, math.ceil(wait)) if isinstance(wait, int | float) and wait > 0 else None
+    log.warning("model_cooling_down", retry_after_s=seconds)
+    return errors.ServiceUnavailable(
+        f"model {model!r}: no deployment can take the request now; those that failed recently are cooling "
+        "down (router_settings.allowed_fails, cooldown_time)"
+        + (f", retry in {seconds} s" if seconds else ""),
+        code="model_cooling_down",
+        headers={"Retry-After": str(seconds)} if seconds else None,
     )
 
 

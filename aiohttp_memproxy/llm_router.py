@@ -29,6 +29,7 @@ import structlog
 from litellm.exceptions import MidStreamFallbackError
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.router import Router
+from litellm.router_strategy.least_busy import LeastBusyLoggingHandler
 
 from aiohttp_memproxy.settings import ModelConfig, Settings
 
@@ -37,6 +38,21 @@ log = structlog.get_logger()
 # Router arguments that do not change how one deployment alone is called (its call gets the same retries
 # and timeouts without the Router): a config setting only these keeps plain groups on the direct path.
 PLAIN_KEYS = frozenset({"num_retries", "timeout", "stream_timeout"})
+# LiteLLM's AllowedFailsPolicy fields (types/router.py, 1.106.2): one per error class.
+ALLOWED_FAILS_CLASSES = tuple(
+    f"{name}AllowedFails"
+    for name in (
+        "BadRequestError",
+        "AuthenticationError",
+        "TimeoutError",
+        "RateLimitError",
+        "ContentPolicyViolationError",
+        "InternalServerError",
+        "ServiceUnavailableError",
+        "BadGatewayError",
+        "NotFoundError",
+    )
+)
 
 
 @dataclass
@@ -48,6 +64,7 @@ class Call:
     adapt: Callable[[ModelConfig, dict[str, Any]], None]  # the call's kwargs for one deployment, in place
     tried: list[ModelConfig] = field(default_factory=list)  # deployments in the order the Router tried them
     relayed: bool = False  # something of the answer reached the client: no fallback from here on
+    outer: str | None = None  # LiteLLM's call type of the Router's attempts (inner calls have another)
 
     @property
     def deployment(self) -> ModelConfig | None:
@@ -78,34 +95,62 @@ class _DeploymentHook(CustomLogger):
             return None  # another Router's call, or a direct one
         deployment = self.router.deployments.get(str((kwargs.get("model_info") or {}).get("id")))
         if deployment is None:
-            return None  # an inner call of LiteLLM's (a translation), adapted with its outer call
-        call.tried.append(deployment)
+            return None
+        # An inner call of LiteLLM's (Messages or Responses translated to chat completions) carries the same
+        # model_info: adapted again (the adaptation is idempotent), counted once, by the outer call's type.
+        kind = str(getattr(call_type, "value", call_type))
+        call.outer = call.outer or kind
+        if kind == call.outer:
+            call.tried.append(deployment)
         adapted = dict(kwargs)
         call.adapt(deployment, adapted)
         return adapted
 
 
 class GatewayRouter(Router):
-    """LiteLLM's Router, with one change: a stream falls back only before anything of it reached the client.
+    """LiteLLM's Router, with these changes (verified on litellm 1.106.2):
 
-    LiteLLM 1.106.2's Router also falls back in the middle of a stream, continuing the answer with another
-    model (Responses: after content; chat completions: after a role-only first chunk). A client that already
-    holds part of one answer must not be handed the rest of another: the error is theirs, as it happened.
+    - A stream falls back only before anything of it reached the client. LiteLLM's Router also falls back in
+      the middle of a stream, continuing the answer with another model (Responses: after content; chat
+      completions: after a role-only first chunk). A client that already holds part of one answer must not
+      be handed the rest of another: the error is theirs, as it happened.
+    - Its routing-strategy selector is registered by identity and removed by ``discard``: LiteLLM's own
+      registration skips an object equal to one already there (an old Router's, during a reload), and its
+      ``discard`` leaves the selector behind.
+    - ``allowed_fails`` is honoured as written: LiteLLM takes a value equal to its default (3) for "unset",
+      and then never cools down a group of one deployment. It is passed as the same number for every error
+      class (``allowed_fails_policy``), which LiteLLM honours whatever the number.
     """
 
     def __init__(self, deployments: Sequence[ModelConfig], **arguments: Any) -> None:
         self.deployments = {model.id: model for model in deployments}
-        super().__init__(
-            model_list=[
-                {
-                    "model_name": model.name,
-                    "litellm_params": dict(model.params),
-                    "model_info": {**model.info, "id": model.id},
-                }
-                for model in deployments
-            ],
-            **arguments,
-        )
+        if "allowed_fails" in arguments and "allowed_fails_policy" not in arguments:
+            arguments["allowed_fails_policy"] = dict.fromkeys(
+                ALLOWED_FAILS_CLASSES, arguments["allowed_fails"]
+            )
+        try:
+            super().__init__(
+                model_list=[
+                    {
+                        "model_name": model.name,
+                        "litellm_params": dict(model.params),
+                        "model_info": {**model.info, "id": model.id},
+                    }
+                    for model in deployments
+                ],
+                **arguments,
+            )
+        except Exception:
+            with contextlib.suppress(Exception):  # whatever it registered before it failed
+                super().discard()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
+            raise
+        for selector in self._selectors():
+            if not any(callback is selector for callback in litellm.callbacks):
+                litellm.callbacks.append(selector)
+            if isinstance(selector, LeastBusyLoggingHandler) and not any(
+                callback is selector for callback in litellm.input_callback
+            ):
+                litellm.input_callback.append(selector)
         self.on_cooldown: Callable[[ModelConfig], None] = lambda model: None
         add = self.cooldown_cache.add_deployment_to_cooldown
 
@@ -127,9 +172,17 @@ class GatewayRouter(Router):
         self, e: Exception, *args: Any, **kwargs: Any
     ) -> Any:
         call = CALL.get()
-        if isinstance(e, MidStreamFallbackError) and call is not None and call.relayed:
-            raise e.original_exception or e
+        if call is not None and call.relayed:  # LiteLLM unwraps some mid-stream errors before this point
+            if isinstance(e, MidStreamFallbackError) and e.original_exception is not None:
+                raise e.original_exception
+            raise e
         return await super().async_function_with_fallbacks_common_utils(e, *args, **kwargs)
+
+    def _selectors(self) -> list[CustomLogger]:
+        """This Router's routing-strategy selector, if its strategy has one (simple-shuffle has none)."""
+        attributes = sorted(set(self._DEFAULT_SELECTOR_ATTR_BY_STRATEGY.values()))
+        found = [getattr(self, name, None) for name in attributes]
+        return [selector for selector in found if isinstance(selector, CustomLogger)]
 
     def cooldowns(self) -> list[tuple[ModelConfig, float]]:
         """The deployments in cooldown, and until when (epoch seconds)."""
@@ -144,6 +197,7 @@ class GatewayRouter(Router):
         """Out of LiteLLM's global callback lists (its own, and our hook)."""
         with contextlib.suppress(ValueError):
             litellm.callbacks.remove(self._hook)
+        self._unregister_router_selectors(self._selectors())
         super().discard()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
 
 
@@ -155,6 +209,23 @@ def routed_groups(settings: Settings) -> frozenset[str]:
     if set(settings.router) - PLAIN_KEYS:
         return frozenset(names)
     return frozenset(name for name in names if names.count(name) > 1)
+
+
+def with_alternatives(settings: Settings) -> frozenset[str]:
+    """The model groups whose throttled call the Router takes elsewhere at once: a generic fallback (their
+    own, a ``*`` rule, default_fallbacks), or another deployment with retries to spend on it (LiteLLM tries
+    another deployment of a group only as a retry). Context-window and content-policy fallbacks do not
+    answer a 429."""
+    names = [model.name for model in settings.models if model.enabled]
+    router = settings.router
+    keyed = {group for rule in router.get("fallbacks") or () for group, targets in rule.items() if targets}
+    generic = bool(router.get("default_fallbacks")) or "*" in keyed
+    retries = (router.get("num_retries", settings.litellm.num_retries) or 0) > 0 or bool(
+        (router.get("retry_policy") or {}).get("RateLimitErrorRetries")
+    )
+    return frozenset(
+        name for name in names if generic or name in keyed or (retries and names.count(name) > 1)
+    )
 
 
 def build(settings: Settings) -> GatewayRouter | None:

@@ -40,15 +40,11 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, transport: AiohttpTransport, metrics: Metrics) -> Runtime:
-        llm = LLMClients(settings, transport)
+        models, router = ModelTable(settings.models, settings.aliases), MemoryRouter(settings.routing)
+        llm = LLMClients(settings, transport)  # last: what it opens (LiteLLM's Router) the Runtime closes
         if llm.router is not None:
             llm.router.on_cooldown = lambda model: metrics.cooldowns.labels(model.name).inc()
-        return cls(
-            settings=settings,
-            models=ModelTable(settings.models, settings.aliases),
-            router=MemoryRouter(settings.routing),
-            llm=llm,
-        )
+        return cls(settings=settings, models=models, router=router, llm=llm)
 
 
 class Runtimes:
@@ -57,7 +53,7 @@ class Runtimes:
     def __init__(self, first: Runtime, transport: AiohttpTransport) -> None:
         self.current = first
         self._transport = transport
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring: dict[asyncio.Task[None], Runtime] = {}
 
     def acquire(self) -> Runtime:
         runtime = self.current
@@ -91,8 +87,8 @@ class Runtimes:
         app[METRICS].reloads.labels("ok").inc()
         log.info("config_reloaded", sha256=settings.digest, models=len(settings.models))
         task = asyncio.create_task(self._retire(old))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._retiring[task] = old
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
         return True
 
     @staticmethod
@@ -102,10 +98,12 @@ class Runtimes:
         await runtime.llm.aclose()
 
     async def aclose(self) -> None:
-        for task in list(self._retiring):
+        for task, runtime in list(self._retiring.items()):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if not runtime.llm.closed:  # shut down before its last request was done: closed here
+                await runtime.llm.aclose()
         await self.current.llm.aclose()
 
 

@@ -624,24 +624,30 @@ def _router_arguments(parsed: _Raw) -> dict[str, Any]:
 def _cross_checks(parsed: _Raw) -> list[str]:
     errors: list[str] = []
     # Several entries under one model_name are the deployments of one model group (LiteLLM's load
-    # balancing); a model_info.id must name one deployment only.
+    # balancing); each deployment's id (model_info.id, else model_name/ordinal) must be its own.
     ids: dict[str, int] = {}
+    ordinals: dict[str, int] = {}
     for index, entry in enumerate(parsed.model_list):
+        ordinal = ordinals[entry.model_name] = ordinals.get(entry.model_name, -1) + 1
         explicit = getattr(entry.model_info, "id", None)
-        if explicit is None:
-            continue
-        if str(explicit) in ids:
+        deployment_id = str(explicit) if explicit is not None else f"{entry.model_name}/{ordinal}"
+        if deployment_id in ids:
             errors.append(
-                f"model_list[{index}].model_info.id: duplicate {str(explicit)!r} "
-                f"(first at model_list[{ids[str(explicit)]}])"
+                f"model_list[{index}].model_info.id: deployment id {deployment_id!r} is already "
+                f"model_list[{ids[deployment_id]}]'s"
             )
-        ids.setdefault(str(explicit), index)
+        ids.setdefault(deployment_id, index)
     names = {entry.model_name for entry in parsed.model_list}
     wildcards = [re.compile(wildcard_regex(name)) for name in names if "*" in name]
     aliases = parsed.router_settings.model_group_alias
 
-    def known(model: str) -> bool:
-        return model in names or model in aliases or any(w.fullmatch(model) for w in wildcards)
+    def unknown(model: str) -> str | None:
+        """Why a fallback rule cannot name ``model``: LiteLLM's Router knows model groups, not our aliases."""
+        if model in names or any(w.fullmatch(model) for w in wildcards):
+            return None
+        if model in aliases:
+            return f"{model!r} is an alias: name the model_name it stands for"
+        return f"unknown model {model!r}"
 
     for alias, spec in aliases.items():
         where = f"router_settings.model_group_alias.{alias}"
@@ -655,16 +661,15 @@ def _cross_checks(parsed: _Raw) -> list[str]:
             for index, rule in enumerate(getattr(settings, key) or ()):
                 for group, targets in rule.items():
                     where = f"{section}.{key}[{index}].{group}"
-                    if group != "*" and not known(group):
-                        errors.append(f"{where}: unknown model {group!r}")
+                    problem = unknown(group) if group != "*" else None
+                    if problem:
+                        errors.append(f"{where}: {problem}")
                     errors.extend(
-                        f"{where}: unknown fallback model {target!r}"
-                        for target in targets
-                        if not known(target)
+                        f"{where}: fallback {problem}" for target in targets if (problem := unknown(target))
                     )
         for target in settings.default_fallbacks or ():
-            if not known(target):
-                errors.append(f"{section}.default_fallbacks: unknown model {target!r}")
+            if problem := unknown(target):
+                errors.append(f"{section}.default_fallbacks: {problem}")
     seen_rules: dict[tuple[str, str], int] = {}
     for index, rule in enumerate(parsed.user_id_mappings.header_patterns):
         rule_key = (rule.header, rule.pattern)

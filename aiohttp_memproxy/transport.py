@@ -49,6 +49,10 @@ class Outbound:
     """What one gateway call sent upstream: an error says where it happened (the gateway, or the upstream)."""
 
     attempts: int = 0  # requests that tried to leave, whether or not they connected
+    # Wait out a 429/503 and send again (Retry-After, backoff)? Not when LiteLLM's Router has another
+    # deployment or a fallback to go to: it moves on at once (as its own retries do when another deployment
+    # is healthy), and the throttled deployment's Retry-After becomes its cooldown.
+    backoff: bool = True
 
 
 # Set by llm for each call; None outside one (forward mode, the probe's own requests).
@@ -165,7 +169,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 log.info("upstream_challenge", status=response.status, sets_cookie=sets_cookie)
             if sets_cookie and not immediate_used:
                 immediate_used, delay = True, 0.0  # the jar now has what the gate asked for
-            elif backoffs < self._retry.attempts:
+            elif backoffs < self._retry.attempts and (outbound is None or outbound.backoff):
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 if retry_after is not None and retry_after > self._retry.retry_after_max_s:
                     break  # longer than we may wait: the client gets the 429/503 and its Retry-After
@@ -216,16 +220,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise translate(exc, request) from exc
 
     def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
-        """A call's own timeout (a deployment's ``timeout``, LiteLLM's ``request_timeout``; httpx carries it
-        in the request's extensions) where it is shorter than the session's: memproxy's connect and read
-        timeouts stay the ceiling, and a stream still has no total timeout."""
-        asked = request.extensions.get("timeout") or {}
+        """A call's own read timeout (a deployment's ``timeout``, LiteLLM's ``request_timeout``; httpx carries
+        it in the request's extensions) where it is shorter than the session's: memproxy's read timeout stays
+        the ceiling, and a stream still has no total timeout. Connect stays memproxy's: the SDKs' own default
+        (5 s) would otherwise override a longer ``connect_timeout_s``."""
+        asked = (request.extensions.get("timeout") or {}).get("read")
         base = self._session.timeout
-        connect = _shorter(base.connect, asked.get("connect"))
-        read = _shorter(base.sock_read, asked.get("read"))
-        if connect == base.connect and read == base.sock_read:
+        read = _shorter(base.sock_read, asked)
+        if read == base.sock_read:
             return base
-        return aiohttp.ClientTimeout(total=None, connect=connect, sock_read=read)
+        return aiohttp.ClientTimeout(total=None, connect=base.connect, sock_read=read)
 
     async def aclose(self) -> None:
         """The session is borrowed: its owner (upstream.py's cleanup context) closes it."""

@@ -3,7 +3,8 @@
 Reports, as a table and as JSON (``bench-results.json``): proxy overhead (proxy minus direct) p50/p95/p99 for
 plain and streaming requests and for a stream's first byte; requests/s at concurrency 1, 10, 50 and 200 with
 success rates; 200 concurrent streams; RSS after warm-up and after 10,000 requests; time from start to
-ready; for each dialect (chat completions, Messages, Responses). With ``--compare`` (``make bench
+ready; for each dialect (chat completions, Messages, Responses, and chat completions to a model group of two
+deployments, which both proxies serve through LiteLLM's Router). With ``--compare`` (``make bench
 COMPARE=1``), a LiteLLM proxy server (one worker, from ``make bench-deps``) runs the same rows on the same
 upstream, side by side with ratios. Nothing leaves loopback; nothing here asserts a timing.
 """
@@ -34,6 +35,8 @@ DIALECTS: dict[str, dict[str, Any]] = {
     "anthropic": {"path": "/v1/messages", "model": "bench-anthropic", "extra": {"max_tokens": 64}},
     # The Responses API (Codex CLI), native to the upstream's /v1/responses.
     "responses": {"path": "/v1/responses", "model": "bench-openai", "extra": {}, "content": "input"},
+    # Chat completions to a model group of two deployments: through LiteLLM's Router, in both proxies.
+    "routed": {"path": "/v1/chat/completions", "model": "bench-routed", "extra": {}},
 }
 CONCURRENCY = (1, 10, 50, 200)
 REQUESTS_PER_LEVEL = {1: 200, 10: 500, 50: 1000, 200: 2000}
@@ -216,6 +219,17 @@ def write_config(directory: Path, upstream: str) -> Path:
                     "api_key": "x",
                 },
             },
+            *(
+                {
+                    "model_name": "bench-routed",
+                    "litellm_params": {
+                        "model": "openai/bench-openai",
+                        "api_base": f"{upstream}/v1",
+                        "api_key": key,
+                    },
+                }
+                for key in ("x", "y")
+            ),
             {
                 "model_name": "bench-anthropic",
                 "litellm_params": {

@@ -3,17 +3,22 @@ cooldowns, against fake upstreams that fail on purpose, with the official SDKs a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anthropic
+import litellm
 import openai
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from aiohttp_memproxy import llm_router
+from aiohttp_memproxy.keys import RUNTIMES
 from aiohttp_memproxy.routing import USER_ID_HEADER
 from aiohttp_memproxy.settings import Settings
 from tests.conftest import SM_KEY, UPSTREAM_KEY, AppClient, LogLines, base_config
@@ -88,6 +93,12 @@ async def sdks() -> AsyncIterator[Sdks]:
     yield made
     for sdk in made.made:
         await sdk.close()
+
+
+def weighted(entry: dict[str, Any], weight: int) -> dict[str, Any]:
+    """simple-shuffle picks by litellm_params.weight: a heavy deployment is tried first, near certainly."""
+    entry["litellm_params"]["weight"] = weight
+    return entry
 
 
 def failing(status: int, count: int = 50, **headers: str) -> list[Scripted]:
@@ -253,7 +264,7 @@ async def test_429_with_retry_after_cools_the_deployment_down_that_long(
     throttled.script = failing(429, **{"Retry-After": "120"})
     settings = make_settings(
         base_config(
-            model_list=[openai_at("gpt", throttled_url), openai_at("gpt", other_url)],
+            model_list=[weighted(openai_at("gpt", throttled_url), 1000), openai_at("gpt", other_url)],
             router_settings={"allowed_fails": 0, "num_retries": 1},
         )
     )
@@ -262,36 +273,54 @@ async def test_429_with_retry_after_cools_the_deployment_down_that_long(
     for _ in range(8):
         completion = await sdk.chat.completions.create(model="gpt", messages=MESSAGES)  # type: ignore[arg-type]
         assert completion.choices[0].message.content == "Hello from upstream"
-    assert len(throttled.seen) <= 1  # allowed_fails + 1 at most; none if the shuffle never picked it
+    assert len(throttled.seen) == 1  # picked first (its weight): allowed_fails + 1, then cooling down
     assert len(other.seen) == 8
-    if throttled.seen:
-        [cooling] = (await (await client.get("/health")).json())["cooldowns"]
-        assert cooling["deployment"] == "gpt/0"
-        assert 110 < cooling["remaining_s"] <= 120  # the upstream's Retry-After, not cooldown_time's default
+    [cooling] = (await (await client.get("/health")).json())["cooldowns"]
+    assert cooling["deployment"] == "gpt/0"
+    assert 110 < cooling["remaining_s"] <= 120  # the upstream's Retry-After, not cooldown_time's default
 
 
-async def test_a_context_window_error_goes_to_the_context_window_fallback(
-    app_client: AppClient, make_settings: Callable[..., Settings], upstreams: Upstreams, sdks: Sdks
+CONTEXT_WINDOW = {
+    "message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 "
+    "tokens.",
+    "type": "invalid_request_error",
+    "param": "messages",
+    "code": "context_length_exceeded",
+}
+CONTENT_POLICY = {
+    "message": "Your request was rejected as a result of our safety system.",
+    "type": "invalid_request_error",
+    "param": None,
+    "code": "content_policy_violation",
+}
+
+
+@pytest.mark.parametrize(
+    ("error", "key"),
+    [(CONTEXT_WINDOW, "context_window_fallbacks"), (CONTENT_POLICY, "content_policy_fallbacks")],
+)
+async def test_a_context_window_or_content_policy_error_goes_to_its_own_fallback(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    upstreams: Upstreams,
+    sdks: Sdks,
+    error: dict[str, Any],
+    key: str,
 ) -> None:
-    (small, small_url), (large, large_url) = await upstreams(2)
-    small.script = [
-        Scripted(
-            400,
-            {
-                "error": {
-                    "message": "This model's maximum context length is 8192 tokens. However, your messages "
-                    "resulted in 9000 tokens.",
-                    "type": "invalid_request_error",
-                    "param": "messages",
-                    "code": "context_length_exceeded",
-                }
-            },
-        )
-    ]
+    """Each kind of fallback list answers its own kind of error; the generic list is not consulted."""
+    (small, small_url), (large, large_url), (other, other_url) = await upstreams(3)
+    small.script = [Scripted(400, {"error": error})]
     settings = make_settings(
         base_config(
-            model_list=[openai_at("gpt-small", small_url), openai_at("gpt-large", large_url)],
-            router_settings={"context_window_fallbacks": [{"gpt-small": ["gpt-large"]}]},
+            model_list=[
+                openai_at("gpt-small", small_url),
+                openai_at("gpt-large", large_url),
+                openai_at("gpt-other", other_url),
+            ],
+            router_settings={
+                key: [{"gpt-small": ["gpt-large"]}],
+                "fallbacks": [{"gpt-small": ["gpt-other"]}],
+            },
         )
     )
     client = await app_client(settings)
@@ -299,6 +328,7 @@ async def test_a_context_window_error_goes_to_the_context_window_fallback(
     assert completion.choices[0].message.content == "Hello from upstream"
     assert len(small.seen) == 1
     assert len(large.seen) == 1
+    assert other.seen == []
 
 
 async def test_a_stream_cut_after_its_first_byte_does_not_fall_back(
@@ -347,3 +377,205 @@ async def test_responses_fall_back_too(
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "Hello from upstream"
     assert len(broken.seen) == 1  # then cooling down: allowed_fails 0
     assert [seen.path for seen in backup.seen] == ["/v1/messages", "/v1/messages"]
+
+
+async def test_retry_policy_retries_the_same_deployment(
+    app_client: AppClient, make_settings: Callable[..., Settings], upstreams: Upstreams, sdks: Sdks
+) -> None:
+    [(flaky, flaky_url)] = await upstreams(1)
+    flaky.script = failing(500, count=2)
+    settings = make_settings(
+        base_config(
+            model_list=[openai_at("gpt", flaky_url)],
+            router_settings={"retry_policy": {"InternalServerErrorRetries": 2}, "retry_after": 0},
+        )
+    )
+    client = await app_client(settings)
+    completion = await sdks.gpt(client).chat.completions.create(model="gpt", messages=MESSAGES)  # type: ignore[arg-type]
+    assert completion.choices[0].message.content == "Hello from upstream"
+    assert len(flaky.seen) == 3
+
+
+async def test_no_retry_past_the_policy(
+    app_client: AppClient, make_settings: Callable[..., Settings], upstreams: Upstreams, sdks: Sdks
+) -> None:
+    [(broken, broken_url)] = await upstreams(1)
+    broken.script = failing(500)
+    settings = make_settings(
+        base_config(
+            model_list=[openai_at("gpt", broken_url)],
+            router_settings={"retry_policy": {"InternalServerErrorRetries": 1}},
+        )
+    )
+    client = await app_client(settings)
+    with pytest.raises(openai.InternalServerError) as caught:
+        await sdks.gpt(client).chat.completions.create(model="gpt", messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.status_code == 500
+    assert len(broken.seen) == 2  # the first try and one retry
+
+
+async def test_messages_fall_back_to_an_openai_deployment_translated_for_it(
+    app_client: AppClient, make_settings: Callable[..., Settings], upstreams: Upstreams, sdks: Sdks
+) -> None:
+    """A fallback hop is adapted to its own deployment: Claude Code's Anthropic-only fields stay with
+    Anthropic, and an OpenAI-compatible model LiteLLM does not know gets chat completions."""
+    (broken, broken_url), (backup, backup_url) = await upstreams(2)
+    broken.script = failing(529)
+    local = openai_at("local", backup_url)
+    local["litellm_params"]["model"] = "openai/local-coder"
+    settings = make_settings(
+        base_config(
+            model_list=[anthropic_at("claude-sonnet", broken_url), local],
+            router_settings={"fallbacks": [{"claude-sonnet": ["local"]}]},
+        )
+    )
+    client = await app_client(settings)
+    message = await sdks.claude(client).messages.create(
+        model="claude-sonnet",
+        max_tokens=2048,
+        messages=MESSAGES,  # type: ignore[arg-type]
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        metadata={"user_id": '{"device_id": "d", "session_id": "s"}'},
+    )
+    assert message.content[-1].text == "Hello from upstream"  # type: ignore[union-attr]
+    assert broken.seen[0].body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert broken.seen[0].body["metadata"] == {"user_id": '{"device_id": "d", "session_id": "s"}'}
+    [seen] = backup.seen
+    assert seen.path == "/v1/chat/completions"
+    assert "user" not in seen.body
+    assert "reasoning_effort" not in seen.body
+
+
+async def test_a_reload_swaps_the_routing_table(
+    app_client: AppClient, make_settings: Callable[..., Settings], upstreams: Upstreams, sdks: Sdks
+) -> None:
+    (broken, broken_url), (backup, backup_url) = await upstreams(2)
+    broken.script = failing(500)
+    models = [openai_at("gpt", broken_url), openai_at("gpt-backup", backup_url)]
+    settings = make_settings(
+        base_config(model_list=models, router_settings={"fallbacks": [{"gpt": ["gpt-backup"]}]})
+    )
+    client = await app_client(settings)
+    app = client.server.app
+    assert app is not None
+    sdk = sdks.gpt(client)
+    assert (await sdk.chat.completions.create(model="gpt", messages=MESSAGES)).choices  # type: ignore[arg-type]
+    old = app[RUNTIMES].current
+    hooks = [callback for callback in litellm.callbacks if isinstance(callback, llm_router._DeploymentHook)]
+    assert [hook.router for hook in hooks] == [old.llm.router]
+
+    settings.source.write_text(yaml.safe_dump(base_config(model_list=models)))  # no fallback any more
+    assert app[RUNTIMES].reload(app)
+    with pytest.raises(openai.InternalServerError):
+        await sdk.chat.completions.create(model="gpt", messages=MESSAGES)  # type: ignore[arg-type]
+    assert len(backup.seen) == 1
+    for _ in range(100):  # the old Router leaves LiteLLM's callbacks once its last request is done
+        if old.llm.closed:
+            break
+        await asyncio.sleep(0.05)
+    assert old.llm.closed
+    assert not any(isinstance(callback, llm_router._DeploymentHook) for callback in litellm.callbacks)
+    assert app[RUNTIMES].current.llm.router is None  # two single deployments, no routing key: direct calls
+
+
+async def test_a_throttled_deployment_is_not_waited_for_when_another_can_answer(
+    app_client: AppClient, make_settings: Callable[..., Settings], upstreams: Upstreams, sdks: Sdks
+) -> None:
+    """A Retry-After the transport would wait out alone (2 s): with another deployment to go to, the
+    Router moves on at once, and the throttled one cools down for those 2 s."""
+    (throttled, throttled_url), (other, other_url) = await upstreams(2)
+    throttled.script = failing(429, **{"Retry-After": "2"})
+    settings = make_settings(
+        base_config(
+            model_list=[weighted(openai_at("gpt", throttled_url), 1000), openai_at("gpt", other_url)],
+            router_settings={"num_retries": 1, "allowed_fails": 0},
+        )
+    )
+    client = await app_client(settings)
+    sdk = sdks.gpt(client)
+    started = time.monotonic()
+    for _ in range(6):
+        completion = await sdk.chat.completions.create(model="gpt", messages=MESSAGES)  # type: ignore[arg-type]
+        assert completion.choices[0].message.content == "Hello from upstream"
+    assert time.monotonic() - started < 1.5
+    assert len(throttled.seen) == 1  # picked first (its weight), then cooling down
+    assert "weight" not in throttled.seen[0].body  # a routing key, never sent upstream
+    assert len(other.seen) == 6
+
+
+@pytest.mark.parametrize("allowed_fails", [0, 3])
+async def test_a_group_whose_deployments_all_cool_down_answers_503_with_retry_after(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    upstreams: Upstreams,
+    sdks: Sdks,
+    allowed_fails: int,
+) -> None:
+    """allowed_fails as written, 3 included (LiteLLM takes its default for "unset", and would never cool a
+    group of one deployment down); then the gateway's own 503, never "the upstream"."""
+    [(broken, broken_url)] = await upstreams(1)
+    broken.script = failing(500)
+    settings = make_settings(
+        base_config(
+            model_list=[openai_at("gpt", broken_url)],
+            router_settings={"allowed_fails": allowed_fails, "cooldown_time": 30},
+        )
+    )
+    client = await app_client(settings)
+    sdk = sdks.gpt(client)
+    for _ in range(allowed_fails + 1):
+        with pytest.raises(openai.InternalServerError) as upstream_failed:
+            await sdk.chat.completions.create(model="gpt", messages=MESSAGES)  # type: ignore[arg-type]
+        assert upstream_failed.value.code == "upstream_error"
+    with pytest.raises(openai.APIStatusError) as cooling:
+        await sdk.chat.completions.create(model="gpt", messages=MESSAGES)  # type: ignore[arg-type]
+    assert cooling.value.status_code == 503
+    assert cooling.value.code == "model_cooling_down"
+    assert "upstream" not in cooling.value.message
+    assert 25 <= int(cooling.value.response.headers["Retry-After"]) <= 30
+    assert len(broken.seen) == allowed_fails + 1
+    response = await client.post(
+        "/v1/messages",
+        json={"model": "gpt", "max_tokens": 16, "messages": MESSAGES},
+        headers={"anthropic-version": "2023-06-01"},
+    )
+    assert response.status == 503
+    assert (await response.json())["error"]["type"] == "overloaded_error"
+
+
+@pytest.mark.parametrize("strategy", ["least-busy", "usage-based-routing-v2", "latency-based-routing"])
+async def test_a_reload_hands_the_routing_strategy_to_the_new_router(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    upstreams: Upstreams,
+    sdks: Sdks,
+    strategy: str,
+) -> None:
+    """LiteLLM registers a strategy's selector in its global callbacks only if none equal to it is there,
+    and never removes it: the new Router's must be the one registered, the old one's gone."""
+    [(fake, url)] = await upstreams(1)
+    doc = base_config(
+        model_list=[openai_at("gpt", url), openai_at("gpt", url)],
+        router_settings={"routing_strategy": strategy},
+    )
+    settings = make_settings(doc)
+    client = await app_client(settings)
+    app = client.server.app
+    assert app is not None
+    old = app[RUNTIMES].current.llm.router
+    assert old is not None
+    [old_selector] = old._selectors()
+    assert any(callback is old_selector for callback in litellm.callbacks)
+    assert app[RUNTIMES].reload(app)
+    new = app[RUNTIMES].current.llm.router
+    assert new is not None
+    [new_selector] = new._selectors()
+    assert any(callback is new_selector for callback in litellm.callbacks)
+    for _ in range(100):  # the old Router is discarded once its last request is done (here: at once)
+        if old._hook not in litellm.callbacks:
+            break
+        await asyncio.sleep(0.05)
+    assert not any(callback is old_selector for callback in litellm.callbacks)
+    completion = await sdks.gpt(client).chat.completions.create(model="gpt", messages=MESSAGES)  # type: ignore[arg-type]
+    assert completion.choices[0].message.content == "Hello from upstream"
+    assert len(fake.seen) == 1

@@ -101,11 +101,24 @@ def test_shipped_config_with_keys_enables_every_model(tmp_path: Path) -> None:
                     {**model("b", "openai/b"), "model_info": {"id": "one"}},
                 ]
             ),
-            "model_list[1].model_info.id: duplicate 'one' (first at model_list[0])",
+            "model_list[1].model_info.id: deployment id 'one' is already model_list[0]'s",
+        ),
+        (
+            base_config(
+                model_list=[model("a", "openai/a"), {**model("b", "openai/b"), "model_info": {"id": "a/0"}}]
+            ),
+            "model_list[1].model_info.id: deployment id 'a/0' is already model_list[0]'s",
+        ),
+        (
+            base_config(
+                router_settings={"model_group_alias": {"fast": "demo"}, "fallbacks": [{"demo": ["fast"]}]}
+            ),
+            "router_settings.fallbacks[0].demo: fallback 'fast' is an alias: "
+            "name the model_name it stands for",
         ),
         (
             base_config(router_settings={"fallbacks": [{"demo": ["nope"]}]}),
-            "router_settings.fallbacks[0].demo: unknown fallback model 'nope'",
+            "router_settings.fallbacks[0].demo: fallback unknown model 'nope'",
         ),
         (
             base_config(litellm_settings={"context_window_fallbacks": [{"gone": ["demo"]}]}),
