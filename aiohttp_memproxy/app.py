@@ -6,7 +6,7 @@ import time
 
 from aiohttp import web
 
-from aiohttp_memproxy import forward, litellm_seam, middlewares
+from aiohttp_memproxy import forward, ledger, litellm_seam, middlewares
 from aiohttp_memproxy.keys import METRICS, SETTINGS, STARTED_AT
 from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.runtime import runtimes
@@ -27,7 +27,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     # Dependency order: the session (and its jar) first, then the seam that gives LiteLLM our transport, then
     # the runtime whose LiteLLM clients borrow it.
-    app.cleanup_ctx.extend([upstream_session, litellm_seam.seam, runtimes])
+    app.cleanup_ctx.extend([upstream_session, litellm_seam.seam, runtimes, ledger.ledger])
     app.on_response_prepare.append(middlewares.echo_request_id)
     app.add_routes(routes)
     app.add_routes(forward.routes if settings.proxy.mode == "forward" else sdk_routes)

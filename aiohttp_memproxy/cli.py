@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from aiohttp_memproxy.settings import ConfigError, Settings, exposure_problems, 
 log = structlog.get_logger()
 
 DEFAULT_CONFIG = "conf/config.yaml"
-COMMANDS = ("serve", "check")
+COMMANDS = ("serve", "check", "usage")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="memproxy", description="Local LLM gateway: LiteLLM in-process, cookies kept, memory routing."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{serve,check}")
+    commands = parser.add_subparsers(dest="command", metavar="{serve,check,usage}")
     config_help = f"LiteLLM-format config.yaml (default: $MEMPROXY_CONFIG, else {DEFAULT_CONFIG})"
 
     serve = commands.add_parser("serve", help="serve the gateway (the default command)")
@@ -70,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --probe: probe this model id (repeatable; default: every configured model)",
     )
     check.add_argument("--state-dir", type=Path, help="with --probe: the cookie jar to use (as for serve)")
+
+    usage = commands.add_parser(
+        "usage", help="requests, tokens, cost, error rate and latency from the usage ledger, per group"
+    )
+    usage.add_argument("--config", help=config_help)
+    usage.add_argument("--state-dir", type=Path, help="the ledger's directory (as for serve)")
+    usage.add_argument("--since", default="7d", help="7d, 12h, 30m, or a date YYYY-MM-DD (default: 7d)")
+    usage.add_argument("--by", choices=("day", "client", "user", "model", "deployment"), default="day")
+    usage.add_argument("--format", choices=("table", "json", "csv"), default="table")
     return parser
 
 
@@ -89,7 +99,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.probe and status == 0:
             status = run_probe(settings, args.state_dir, args.model, sys.stdout, sys.stderr)
         return status
+    if args.command == "usage":
+        return usage(args, config, sys.stdout, sys.stderr)
     return serve(args, config)
+
+
+def usage(args: argparse.Namespace, config: str, out: TextIO, err: TextIO) -> int:
+    """The ledger of the service this config describes (its state directory, as ``check --probe`` finds
+    the cookie jar), summed per group."""
+    from aiohttp_memproxy import ledger, report  # imported here: serve and check do not need them
+
+    try:
+        settings = load_settings(config, os.environ).with_overrides(state_dir=args.state_dir)
+        since = report.since_epoch(args.since)
+    except ConfigError as exc:
+        _print_config_error(exc, err)
+        return 1
+    except ValueError as exc:
+        print(f"memproxy usage: {exc}", file=err)
+        return 2
+    assert settings.proxy.state_dir is not None  # settings fill it in
+    path = settings.proxy.state_dir / ledger.FILE_NAME
+    try:
+        rows = ledger.read(path, since)
+    except sqlite3.Error as exc:
+        print(f"memproxy usage: cannot read {path}: {type(exc).__name__}", file=err)
+        return 1
+    print(report.render(report.summarize(rows, args.by), args.by, args.format), file=out)
+    return 0
 
 
 def _print_config_error(exc: ConfigError, out: TextIO) -> None:

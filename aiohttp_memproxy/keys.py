@@ -10,8 +10,10 @@ from aiohttp import web
 from aiohttp_memproxy.errors import Dialect
 from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.usage import Record
 
 if TYPE_CHECKING:  # these modules import keys: name them, don't import them
+    from aiohttp_memproxy.ledger import Ledger
     from aiohttp_memproxy.runtime import Runtime, Runtimes
     from aiohttp_memproxy.transport import AiohttpTransport
     from aiohttp_memproxy.upstream import CookieStore
@@ -33,3 +35,7 @@ COOKIES: web.AppKey[CookieStore] = web.AppKey("cookies")
 # Set by runtime.runtimes (a cleanup context): the reloadable part.
 RUNTIMES: web.AppKey[Runtimes] = web.AppKey("runtimes")
 TRANSPORT: web.AppKey[AiohttpTransport] = web.AppKey("transport")  # forward mode sends through it directly
+# Set by ledger.ledger (a cleanup context): the usage ledger, the process's (a reload keeps it).
+LEDGER: web.AppKey[Ledger] = web.AppKey("ledger")
+# Set by a model route once it knows the model: what the ledger row of the request needs (usage.Record).
+USAGE: web.RequestKey[Record] = web.RequestKey("usage")

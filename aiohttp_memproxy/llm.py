@@ -33,7 +33,7 @@ from litellm.types.utils import shared_backend_model_info
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
 from openai.types.responses.response_create_params import ResponseCreateParamsStreaming
 
-from aiohttp_memproxy import errors, llm_router, logs, sse
+from aiohttp_memproxy import errors, llm_router, logs, sse, usage
 from aiohttp_memproxy.litellm_seam import CURRENT
 from aiohttp_memproxy.llm_errors import UPSTREAM_ERRORS, cooling_down, to_proxy_error, untranslatable_stream
 from aiohttp_memproxy.llm_router import CALL, Call, GatewayRouter
@@ -229,6 +229,7 @@ class LLMClients:
             raise ConfigError(str(settings.source), problems)
         # Whether LiteLLM's map knew a model before we registered it (registering makes every model known).
         self._known: dict[str, bool] = {}
+        self._stream_options: dict[tuple[str, str], bool] = {}
         for model in settings.models:
             if not model.enabled or "mock_response" in model.params:
                 continue
@@ -390,7 +391,9 @@ class LLMClients:
         else:
             kwargs.pop("client", None)  # not one the Router cached for another purpose: the seam's
 
-    async def _routed(self, resolved: ResolvedModel, asked: Asked, method: str, **kwargs: Any) -> Any:
+    async def _routed(
+        self, resolved: ResolvedModel, asked: Asked, method: str, record: usage.Record | None
+    ) -> Any:
         """A call through the Router: the hook adapts each attempt to its deployment."""
         assert self.router is not None
         call = Call(
@@ -403,32 +406,45 @@ class LLMClients:
         if outbound is not None and resolved.config.name in self._alternatives:
             outbound.backoff = False
         try:
-            return await getattr(self.router, method)(model=resolved.router_model, **asked.given, **kwargs)
+            return await getattr(self.router, method)(model=resolved.router_model, **asked.given)
         finally:
-            self._attribute(call)
+            self._attribute(call, record)
 
     @staticmethod
-    def _attribute(call: Call | None) -> None:
-        """The log line names the deployment that answered, and whether a fallback happened."""
-        if call is not None and call.deployment is not None:
-            structlog.contextvars.bind_contextvars(deployment=call.deployment.where, fallback=call.fallback)
+    def _attribute(call: Call | None, record: usage.Record | None = None) -> None:
+        """The log line (and the ledger) names the deployment that answered, and whether a fallback
+        happened; its model is what the usage is priced as."""
+        if call is None or call.deployment is None:
+            return
+        answering = call.deployment
+        structlog.contextvars.bind_contextvars(deployment=answering.where, fallback=call.fallback)
+        if record is not None and not answering.is_wildcard:
+            record.litellm_model, record.provider = answering.litellm_model, answering.provider
 
     def _through_router(self, resolved: ResolvedModel) -> bool:
         return self.router is not None and resolved.config.name in self.routed
 
     async def chat(
-        self, resolved: ResolvedModel, request: Mapping[str, Any], decision: RoutingDecision
+        self,
+        resolved: ResolvedModel,
+        request: Mapping[str, Any],
+        decision: RoutingDecision,
+        record: usage.Record | None = None,
     ) -> Any:
         """``acompletion``: a ModelResponse, or a CustomStreamWrapper when ``stream`` is set."""
         given = {key: value for key, value in request.items() if key in CLIENT_PARAMS}
         asked = Asked("chat", given, decision)
         with self._call(resolved.config.name, given):
             if self._through_router(resolved):
-                return await self._routed(resolved, asked, "acompletion")
+                return await self._routed(resolved, asked, "acompletion", record)
             return await litellm.acompletion(**self._direct(resolved, asked))
 
     async def responses(
-        self, resolved: ResolvedModel, request: Mapping[str, Any], decision: RoutingDecision
+        self,
+        resolved: ResolvedModel,
+        request: Mapping[str, Any],
+        decision: RoutingDecision,
+        record: usage.Record | None = None,
     ) -> Any:
         """``aresponses``: a ResponsesAPIResponse, or an iterator of its stream events. Native where
         LiteLLM has the upstream's Responses API (openai/, azure/, xai/, openrouter/, hosted_vllm/, ...),
@@ -437,19 +453,28 @@ class LLMClients:
         asked = Asked("responses", given, decision)
         with self._call(resolved.config.name, given):
             if self._through_router(resolved):
-                return await self._routed(resolved, asked, "aresponses")
+                return await self._routed(resolved, asked, "aresponses", record)
             return await litellm.aresponses(**self._direct(resolved, asked))
 
     @staticmethod
-    async def response_events(stream: Any, model_name: str) -> AsyncGenerator[bytes, None]:
-        """Each event of a Responses stream as SSE, as it arrives; errors mid-stream become ProxyError."""
+    async def response_events(
+        stream: Any, model_name: str, record: usage.Record | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Each event of a Responses stream as SSE, as it arrives; errors mid-stream become ProxyError. The
+        usage of ``response.completed`` goes to ``record``."""
         if not hasattr(stream, "__aiter__"):  # answered whole (mock_response): the client still gets events
-            for frame in sse.response_object_events(stream.model_dump(mode="json", exclude_none=True)):
+            answer = stream.model_dump(mode="json", exclude_none=True)
+            if record is not None:
+                record.tokens = usage.responses(answer.get("usage"))
+            for frame in sse.response_object_events(answer):
                 yield frame
             return
-        async with contextlib.aclosing(_items(stream, model_name)) as events:
+        async with contextlib.aclosing(_items(stream, model_name, record)) as events:
             async for event in events:
-                yield sse.responses_event(event.model_dump(mode="json", exclude_none=True))
+                data = event.model_dump(mode="json", exclude_none=True)
+                if record is not None and data.get("type") == "response.completed":
+                    record.tokens = usage.responses((data.get("response") or {}).get("usage"))
+                yield sse.responses_event(data)
 
     async def messages(
         self,
@@ -457,6 +482,7 @@ class LLMClients:
         request: Mapping[str, Any],
         decision: RoutingDecision,
         client_headers: Mapping[str, str],
+        record: usage.Record | None = None,
     ) -> Any:
         """``litellm.anthropic.messages.acreate``: the message as a dict, or an iterator of SSE bytes.
 
@@ -469,7 +495,7 @@ class LLMClients:
         asked = Asked("messages", given, decision, client_headers)
         with self._call(resolved.config.name, given):
             if self._through_router(resolved):
-                result = await self._routed(resolved, asked, "aanthropic_messages")
+                result = await self._routed(resolved, asked, "aanthropic_messages", record)
             else:
                 result = await anthropic_messages.acreate(**self._direct(resolved, asked))
         if isinstance(result, dict):
@@ -506,21 +532,31 @@ class LLMClients:
         return known
 
     @staticmethod
-    async def events(stream: Any, model: ModelConfig) -> AsyncGenerator[bytes, None]:
+    async def events(
+        stream: Any, model: ModelConfig, record: usage.Record | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """The SSE bytes of a Messages stream as they arrive; errors mid-stream become ProxyError.
 
         From an Anthropic upstream every event passes as is, its own ``event: error`` included. LiteLLM's
         translation reports a failure as an ``event: error`` of its own whose text is LiteLLM's: that one
         becomes our error.
         """
-        translated = model.provider != "anthropic"
+        call = CALL.get()
+        answering = call.deployment if call is not None and call.deployment is not None else model
+        translated = answering.provider != "anthropic"
         if isinstance(stream, dict):  # answered whole (mock_response): the client still gets events
+            if record is not None:
+                record.tokens = usage.anthropic(stream.get("usage"))
             for frame in sse.anthropic_message_events(stream):
                 yield frame
             return
-        async with contextlib.aclosing(_items(stream, model.name)) as items:
+        reader = usage.AnthropicStreamUsage()
+        async with contextlib.aclosing(_items(stream, model.name, record)) as items:
             async for data in items:
                 frame = data if isinstance(data, bytes) else str(data).encode()
+                reader.feed(frame)
+                if record is not None:
+                    record.tokens = reader.tokens
                 if translated and frame.startswith(b"event: error"):
                     raise errors.UpstreamUnreachable(
                         f"model {model.name!r}: the upstream could not be reached or broke off"
@@ -576,11 +612,60 @@ class LLMClients:
         return next((d for d in group if d.id not in cooling), model)
 
     @staticmethod
-    async def chunks(stream: Any, model_name: str) -> AsyncGenerator[str, None]:
-        """Each chunk of a LiteLLM stream as OpenAI JSON; errors mid-stream become ProxyError."""
-        async with contextlib.aclosing(_items(stream, model_name)) as chunks:
+    async def chunks(
+        stream: Any, model_name: str, record: usage.Record | None = None, hide_usage: bool = False
+    ) -> AsyncGenerator[str, None]:
+        """Each chunk of a LiteLLM stream as OpenAI JSON; errors mid-stream become ProxyError. Its usage goes
+        to ``record``; with ``hide_usage`` (the gateway asked for it, the client did not) the usage chunk is
+        not relayed, nor a usage field on any other."""
+        async with contextlib.aclosing(_items(stream, model_name, record)) as chunks:
             async for chunk in chunks:
-                yield chunk.model_dump_json(exclude_none=True)
+                found = getattr(chunk, "usage", None)
+                if found is not None and record is not None:
+                    record.tokens.merge(usage.openai_chat(found.model_dump()))
+                if not hide_usage:
+                    yield chunk.model_dump_json(exclude_none=True)
+                elif chunk.choices:
+                    yield chunk.model_dump_json(exclude_none=True, exclude={"usage"})
+
+    def streams_usage(self, resolved: ResolvedModel) -> bool:
+        """Whether LiteLLM takes ``stream_options`` for this model (its final chunk then carries usage)."""
+        key = (resolved.litellm_model, resolved.config.provider)
+        known = self._stream_options.get(key)
+        if known is None:
+            try:
+                supported = litellm.get_supported_openai_params(
+                    model=resolved.litellm_model.partition("/")[2] or resolved.litellm_model,
+                    custom_llm_provider=resolved.config.provider,
+                )
+            except Exception:  # LiteLLM's own lookup failing: no usage asked for, the stream unchanged
+                supported = None
+            known = "stream_options" in (supported or ())
+            if len(self._stream_options) < MAX_KNOWN_MEMO:
+                self._stream_options[key] = known
+        return known
+
+    @staticmethod
+    def cost(record: usage.Record) -> float | None:
+        """LiteLLM's price of this usage for the model that answered; None where its price map has none."""
+        tokens = record.tokens
+        if not tokens.known or not record.litellm_model:
+            return None
+        try:
+            prompt, completion = litellm.cost_per_token(
+                model=record.litellm_model,
+                custom_llm_provider=record.provider or None,
+                prompt_tokens=tokens.input or 0,
+                completion_tokens=tokens.output or 0,
+                cache_read_input_tokens=tokens.cache_read or 0,
+                cache_creation_input_tokens=tokens.cache_write or 0,
+            )
+        except Exception:  # a model LiteLLM has no price for (ModelNotMappedError and kin)
+            return None
+        total = float(prompt) + float(completion)
+        if total == 0 and litellm.model_cost.get(record.litellm_model, {}).get(ASSUMED):
+            return None  # no price known, not a free model
+        return total
 
     async def aclose(self) -> None:
         self.closed = True
@@ -591,13 +676,15 @@ class LLMClients:
         await asyncio.gather(*(client.close() for client in self._openai.values()))
 
 
-async def _items(stream: Any, model_name: str) -> AsyncGenerator[Any, None]:
+async def _items(
+    stream: Any, model_name: str, record: usage.Record | None = None
+) -> AsyncGenerator[Any, None]:
     """The items of a LiteLLM stream as they arrive; a failure mid-stream becomes ProxyError (the upstream's,
     or the gateway's translation); the stream is closed however it ends, its connection given back."""
     call = CALL.get()
     try:
         async for item in stream:
-            LLMClients._attribute(call)  # a fallback before the first byte changes who answers
+            LLMClients._attribute(call, record)  # a fallback before the first byte changes who answers
             yield item
             if call is not None:
                 call.relayed = True

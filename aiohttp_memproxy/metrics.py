@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# Distinct memory user ids given their own label; more (a client's custom header can say anything) share
+# "other". The ledger keeps every id.
+MAX_USER_LABELS = 100
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -19,6 +23,7 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        self._users: set[str] = set()
         r = self.registry
         self.requests = Counter(
             "memproxy_requests", "Requests answered", ["route", "model", "status"], registry=r
@@ -48,6 +53,22 @@ class Metrics:
         self.in_flight = Gauge("memproxy_in_flight_requests", "Requests being handled", registry=r)
         self.streams = Gauge("memproxy_in_flight_streams", "Streams being relayed", registry=r)
         self.reloads = Counter("memproxy_config_reloads", "Config reloads", ["outcome"], registry=r)
+        # Usage, from the ledger's rows: labels bounded (MAX_USER_LABELS user ids, client families, models).
+        self.tokens = Counter(
+            "memproxy_tokens", "Tokens used", ["user", "client", "model", "kind"], registry=r
+        )
+        self.cost = Counter(
+            "memproxy_cost_usd",
+            "Cost by LiteLLM's price map, in USD",
+            ["user", "client", "model"],
+            registry=r,
+        )
+        self.ledger_write_errors = Counter(
+            "memproxy_ledger_write_errors", "Failed writes of the usage ledger (retried)", registry=r
+        )
+        self.ledger_dropped = Counter(
+            "memproxy_ledger_dropped_rows", "Ledger rows dropped while writes kept failing", registry=r
+        )
         self.fallbacks = Counter(
             "memproxy_fallbacks", "Requests answered by a fallback model group", ["model"], registry=r
         )
@@ -57,6 +78,17 @@ class Metrics:
             ["model"],
             registry=r,
         )
+
+    def count_usage(self, row: Any) -> None:
+        """A ledger row's tokens and cost (a ledger.Row; metrics imports nothing of ours)."""
+        user = row.user_id if row.user_id in self._users or len(self._users) < MAX_USER_LABELS else "other"
+        self._users.add(user)
+        for kind in ("input", "output", "cache_read", "cache_write", "reasoning"):
+            value = getattr(row, f"{kind}_tokens")
+            if value:
+                self.tokens.labels(user, row.client, row.model, kind).inc(value)
+        if row.cost_usd:
+            self.cost.labels(user, row.client, row.model).inc(row.cost_usd)
 
     def count_cookies(self, count: Callable[[], int]) -> None:
         self.cookies.set_function(lambda: float(count()))

@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from aiohttp_memproxy import ledger
 from aiohttp_memproxy.egress import is_loopback
 from aiohttp_memproxy.errors import AuthenticationFailed, Dialect, ProxyError
 from aiohttp_memproxy.keys import DIALECT, METRICS, REQUEST_ID, REQUEST_STARTED, RUNTIME, RUNTIMES, SETTINGS
@@ -84,6 +85,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         metrics.requests.labels(route, model, str(status)).inc()
         if bound.get("fallback"):
             metrics.fallbacks.labels(model).inc()
+        ledger.record_request(request, status, elapsed)
         metrics.latency.labels(route).observe(elapsed)
         log.info("request", status=status, ms=round(elapsed * 1000, 1))
 

@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from aiohttp_memproxy.errors import ProxyError
-from aiohttp_memproxy.keys import METRICS, REQUEST_STARTED
+from aiohttp_memproxy.keys import METRICS, REQUEST_STARTED, USAGE
 
 log = structlog.get_logger()
 
@@ -149,9 +149,11 @@ async def relay(
         await response.prepare(request)
         if first is not None:
             await response.write(first)
-        metrics.first_byte.labels(request.match_info.route.resource.canonical).observe(  # type: ignore[union-attr]
-            time.perf_counter() - request[REQUEST_STARTED]
-        )
+        first_byte_s = time.perf_counter() - request[REQUEST_STARTED]
+        metrics.first_byte.labels(request.match_info.route.resource.canonical).observe(first_byte_s)  # type: ignore[union-attr]
+        record = request.get(USAGE)
+        if record is not None:
+            record.first_byte_s = first_byte_s
         async for frame in frames:
             await response.write(frame)
         if trailer:

@@ -14,9 +14,9 @@ import prometheus_client
 import structlog
 from aiohttp import web
 
-from aiohttp_memproxy import __version__, schemas, sse
+from aiohttp_memproxy import __version__, schemas, sse, usage
 from aiohttp_memproxy.errors import InvalidRequest, NotFound
-from aiohttp_memproxy.keys import COOKIES, DIALECT, METRICS, RUNTIME, STARTED_AT
+from aiohttp_memproxy.keys import COOKIES, DIALECT, METRICS, RUNTIME, STARTED_AT, USAGE
 from aiohttp_memproxy.llm import ANTHROPIC_CLIENT_HEADERS
 from aiohttp_memproxy.llm_router import cooldown_rows
 from aiohttp_memproxy.models import ResolvedModel
@@ -181,11 +181,29 @@ def _require(body: dict[str, Any], name: str, kind: type | tuple[type, ...], wha
 @sdk_routes.post("/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body, resolved, user = await _model_request(request, "chat")
-    llm = request[RUNTIME].llm
-    result = await llm.chat(resolved, body, user)
-    if body.get("stream") is True:
-        return await sse.openai_stream(request, llm.chunks(result, resolved.config.name))
+    llm, record = request[RUNTIME].llm, request[USAGE]
+    streaming = body.get("stream") is True
+    # A stream's usage comes as its last chunk only when asked for: asked for here, and that chunk kept from
+    # a client that did not ask (the ledger needs the tokens; the client gets the stream it asked for).
+    hide_usage = streaming and not _asked_usage(body) and llm.streams_usage(resolved)
+    if hide_usage:
+        body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+    result = await llm.chat(resolved, body, user, record)
+    if streaming:
+        return await sse.openai_stream(request, llm.chunks(result, resolved.config.name, record, hide_usage))
+    record.tokens = usage.openai_chat(_usage_of(result))
     return web.json_response(text=result.model_dump_json(exclude_none=True))
+
+
+def _asked_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _usage_of(result: Any) -> Any:
+    found = getattr(result, "usage", None)
+    dump = getattr(found, "model_dump", None)
+    return dump() if callable(dump) else found
 
 
 def _client_headers(request: web.Request) -> dict[str, str]:
@@ -208,6 +226,8 @@ async def _model_request(
     router = request[RUNTIME].router
     decision = router.decide(request.headers)
     structlog.contextvars.bind_contextvars(model=resolved.config.name, user_id=decision.user_id)
+    if route != "count_tokens":  # a model request: the ledger gets a row for it (middlewares)
+        request[USAGE] = usage.Record(litellm_model=resolved.litellm_model, provider=resolved.config.provider)
     return body, resolved, decision
 
 
@@ -218,10 +238,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequest("max_tokens: expected a positive integer", param="max_tokens")
-    llm = request[RUNTIME].llm
-    result = await llm.messages(resolved, body, user, _client_headers(request))
+    llm, record = request[RUNTIME].llm, request[USAGE]
+    result = await llm.messages(resolved, body, user, _client_headers(request), record)
     if body.get("stream") is True:
-        return await sse.anthropic_stream(request, llm.events(result, resolved.config))
+        return await sse.anthropic_stream(request, llm.events(result, resolved.config, record))
+    record.tokens = usage.anthropic(result.get("usage") if isinstance(result, dict) else None)
     return web.json_response(result)
 
 
@@ -238,10 +259,11 @@ async def count_tokens(request: web.Request) -> web.Response:
 async def responses(request: web.Request) -> web.StreamResponse:
     """The OpenAI Responses API (Codex CLI): native where the upstream has it, else bridged by LiteLLM."""
     body, resolved, user = await _model_request(request, "responses")
-    llm = request[RUNTIME].llm
-    result = await llm.responses(resolved, body, user)
+    llm, record = request[RUNTIME].llm, request[USAGE]
+    result = await llm.responses(resolved, body, user, record)
     if body.get("stream") is True:
-        return await sse.responses_stream(request, llm.response_events(result, resolved.config.name))
+        return await sse.responses_stream(request, llm.response_events(result, resolved.config.name, record))
+    record.tokens = usage.responses(_usage_of(result))
     return web.json_response(text=result.model_dump_json(exclude_none=True))
 
 

@@ -1,0 +1,228 @@
+"""The usage ledger: one row per model request, in SQLite in the state directory.
+
+Who asked (memory user, client family), which model and deployment answered, how (status, attempts,
+fallback, latency, first byte), what it used (tokens) and cost (LiteLLM's price for that model and usage,
+empty when unknown). Never a prompt, an answer, a header value or a key.
+
+Written off the event loop, in batches (the standard library's ``sqlite3``, WAL mode). A failed write (disk
+full, read-only, locked) never fails or slows a request: the rows wait in memory (bounded) and are tried
+again at the next flush; the failure is counted in /metrics and logged once until a write succeeds again.
+Rows older than ``memproxy.usage_retention_days`` are deleted at start and daily. The ledger belongs to the
+process: a reload (SIGHUP) keeps it. ``read`` is for ``memproxy usage`` and /ui (read-only, any process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from aiohttp_memproxy import usage
+from aiohttp_memproxy.keys import LEDGER, METRICS, RUNTIME, SETTINGS, USAGE
+from aiohttp_memproxy.metrics import Metrics
+
+log = structlog.get_logger()
+
+FILE_NAME = "usage.sqlite3"
+FLUSH_INTERVAL_S = 1.0
+MAX_PENDING = 50_000  # rows waiting while writes fail: beyond this the oldest are dropped (and counted)
+PRUNE_INTERVAL_S = 24 * 3600
+BUSY_TIMEOUT_S = 0.2  # a locked database is a failed write, retried later: never a long wait in a thread
+
+
+@dataclass(frozen=True)
+class Row:
+    ts: float  # epoch seconds, when the request arrived
+    request_id: str
+    route: str
+    user_id: str
+    client: str
+    model: str
+    deployment: str  # provider/api_base host, never a key
+    status: int
+    attempts: int
+    fallback: bool
+    latency_ms: float
+    first_byte_ms: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_read_tokens: int | None
+    cache_write_tokens: int | None
+    reasoning_tokens: int | None
+    cost_usd: float | None
+
+
+COLUMNS = tuple(item.name for item in fields(Row))
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS requests ("
+    "ts REAL NOT NULL, request_id TEXT NOT NULL, route TEXT NOT NULL, user_id TEXT NOT NULL, "
+    "client TEXT NOT NULL, model TEXT NOT NULL, deployment TEXT NOT NULL, status INTEGER NOT NULL, "
+    "attempts INTEGER NOT NULL, fallback INTEGER NOT NULL, latency_ms REAL NOT NULL, first_byte_ms REAL, "
+    "input_tokens INTEGER, output_tokens INTEGER, cache_read_tokens INTEGER, cache_write_tokens INTEGER, "
+    "reasoning_tokens INTEGER, cost_usd REAL)",
+    "CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)",
+)
+# Built from the Row's own field names, never from input.
+INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
+
+
+class Ledger:
+    def __init__(self, path: Path, retention_days: float, metrics: Metrics) -> None:
+        self.path = path
+        self.retention_s = retention_days * 86400
+        self._metrics = metrics
+        self._pending: list[Row] = []
+        self._connection: sqlite3.Connection | None = None
+        self._failing = False
+        self._pruned_at = 0.0
+        self._wake = asyncio.Event()
+
+    def record(self, row: Row) -> None:
+        """Queue a row (never blocks, never raises): the next flush writes it."""
+        self._pending.append(row)
+        if len(self._pending) > MAX_PENDING:
+            dropped = len(self._pending) - MAX_PENDING
+            del self._pending[:dropped]
+            self._metrics.ledger_dropped.inc(dropped)
+
+    async def run(self) -> None:
+        """Flush every FLUSH_INTERVAL_S (or when woken) until cancelled."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
+            self._wake.clear()
+            await self.flush()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def flush(self) -> None:
+        if not self._pending and time.time() - self._pruned_at < PRUNE_INTERVAL_S:
+            return
+        rows, self._pending = self._pending, []
+        try:
+            await asyncio.to_thread(self._write, rows)
+        except (sqlite3.Error, OSError) as exc:
+            self._pending[:0] = rows  # tried again at the next flush, oldest first
+            self._metrics.ledger_write_errors.inc()
+            self._close()
+            if not self._failing:
+                self._failing = True
+                log.error(
+                    "ledger_write_failed", path=str(self.path), error=type(exc).__name__, pending=len(rows)
+                )
+            return
+        if self._failing:
+            self._failing = False
+            log.info("ledger_write_recovered", path=str(self.path), written=len(rows))
+
+    def _write(self, rows: Sequence[Row]) -> None:
+        connection = self._connection or self._open()
+        with connection:
+            connection.executemany(INSERT, (astuple(row) for row in rows))
+        if time.time() - self._pruned_at >= PRUNE_INTERVAL_S:
+            with connection:
+                connection.execute("DELETE FROM requests WHERE ts < ?", (time.time() - self.retention_s,))
+            self._pruned_at = time.time()
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            for statement in SCHEMA:
+                connection.execute(statement)
+        except sqlite3.Error:
+            connection.close()
+            raise
+        self.path.chmod(0o600)
+        self._connection = connection
+        return connection
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._connection = None
+
+    async def aclose(self) -> None:
+        await self.flush()
+        await asyncio.to_thread(self._close)
+
+
+def read(path: Path, since: float) -> list[Row]:
+    """The rows since ``since`` (epoch seconds), oldest first, read-only; [] when there is no ledger yet."""
+    if not path.is_file():
+        return []
+    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+    try:
+        query = f"SELECT {', '.join(COLUMNS)} FROM requests WHERE ts >= ? ORDER BY ts"  # noqa: S608  # our names
+        found = connection.execute(query, (since,)).fetchall()
+    finally:
+        connection.close()
+    return [_row(values) for values in found]
+
+
+def _row(values: Iterable[object]) -> Row:
+    record = dict(zip(COLUMNS, values, strict=True))
+    record["fallback"] = bool(record["fallback"])
+    return Row(**record)  # type: ignore[arg-type]  # the schema's types are the Row's
+
+
+async def ledger(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the ledger and its writer for the app's lifetime; the last rows written at exit."""
+    settings = app[SETTINGS]
+    assert settings.proxy.state_dir is not None  # settings fill it in
+    book = Ledger(settings.proxy.state_dir / FILE_NAME, settings.proxy.usage_retention_days, app[METRICS])
+    app[LEDGER] = book
+    writer = asyncio.create_task(book.run())
+    try:
+        yield
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await book.aclose()
+
+
+def record_request(request: web.Request, status: int, elapsed_s: float) -> None:
+    """The ledger row of a finished model request (one whose route set a usage.Record), and its usage in
+    /metrics. Called with the canonical log line; the log line's context says who, where and how."""
+    record = request.get(USAGE)
+    if record is None or LEDGER not in request.app:
+        return
+    bound = structlog.contextvars.get_contextvars()
+    metrics = request.app[METRICS]
+    tokens = record.tokens
+    cost = request[RUNTIME].llm.cost(record)
+    latency_ms = round(elapsed_s * 1000, 1)
+    row = Row(
+        ts=time.time() - elapsed_s,
+        request_id=str(bound.get("request_id", "")),
+        route=str(bound.get("route", "")),
+        user_id=str(bound.get("user_id", "")),
+        client=usage.client_family(request.headers.get("User-Agent")),
+        model=str(bound.get("model", "")),
+        deployment=str(bound.get("deployment", "")),
+        status=status,
+        attempts=int(bound.get("attempts", 0)),
+        fallback=bool(bound.get("fallback", False)),
+        latency_ms=latency_ms,
+        first_byte_ms=round(record.first_byte_s * 1000, 1) if record.first_byte_s is not None else latency_ms,
+        input_tokens=tokens.input,
+        output_tokens=tokens.output,
+        cache_read_tokens=tokens.cache_read,
+        cache_write_tokens=tokens.cache_write,
+        reasoning_tokens=tokens.reasoning,
+        cost_usd=cost,
+    )
+    request.app[LEDGER].record(row)
+    metrics.count_usage(row)

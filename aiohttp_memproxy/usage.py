@@ -1,0 +1,150 @@
+"""What a model request used: its tokens, read from the answer in each dialect, and the client that sent it.
+
+Pure: no I/O, no LiteLLM. The answer's usage is read from what the gateway relays anyway (a JSON body, the
+stream's own usage events), never from a prompt or an answer's text. Cost is LiteLLM's (``llm.cost``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+# The client family, from the User-Agent: the first rule that matches wins. Bounded, so a label may carry it.
+CLIENT_FAMILIES = (
+    ("claude-cli", re.compile(r"^(claude-cli|Claude Code)", re.IGNORECASE)),
+    ("PyCharm", re.compile(r"^OpenAIClientImpl/Java|JetBrains|PyCharm|IntelliJ", re.IGNORECASE)),
+    ("Codex", re.compile(r"^codex[_-]", re.IGNORECASE)),
+    ("openai-sdk", re.compile(r"^(OpenAI/|AsyncOpenAI/)", re.IGNORECASE)),
+    ("anthropic-sdk", re.compile(r"^(Anthropic/|AsyncAnthropic/)", re.IGNORECASE)),
+)
+
+
+def client_family(user_agent: str | None) -> str:
+    for family, pattern in CLIENT_FAMILIES:
+        if user_agent and pattern.search(user_agent):
+            return family
+    return "other"
+
+
+@dataclass
+class Tokens:
+    """A request's tokens; None where the answer did not say."""
+
+    input: int | None = None
+    output: int | None = None
+    cache_read: int | None = None
+    cache_write: int | None = None
+    reasoning: int | None = None
+
+    def merge(self, other: Tokens) -> None:
+        """What ``other`` says, over what this says (a stream's later usage is the fuller one)."""
+        for item in fields(self):
+            value = getattr(other, item.name)
+            if value is not None:
+                setattr(self, item.name, value)
+
+    @property
+    def known(self) -> bool:
+        return self.input is not None or self.output is not None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _get(mapping: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(mapping, Mapping):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def openai_chat(usage: Any) -> Tokens:
+    """Chat completions' ``usage`` (LiteLLM's, which adds Anthropic's cache fields where it has them)."""
+    if not isinstance(usage, Mapping):
+        return Tokens()
+    cached = _int(_get(usage, "prompt_tokens_details", "cached_tokens"))
+    return Tokens(
+        input=_int(usage.get("prompt_tokens")),
+        output=_int(usage.get("completion_tokens")),
+        cache_read=_int(usage.get("cache_read_input_tokens")) or cached,
+        cache_write=_int(usage.get("cache_creation_input_tokens")),
+        reasoning=_int(_get(usage, "completion_tokens_details", "reasoning_tokens")),
+    )
+
+
+def anthropic(usage: Any) -> Tokens:
+    """The Messages API's ``usage`` (of a message, or of ``message_start``/``message_delta``)."""
+    if not isinstance(usage, Mapping):
+        return Tokens()
+    return Tokens(
+        input=_int(usage.get("input_tokens")),
+        output=_int(usage.get("output_tokens")),
+        cache_read=_int(usage.get("cache_read_input_tokens")),
+        cache_write=_int(usage.get("cache_creation_input_tokens")),
+    )
+
+
+def responses(usage: Any) -> Tokens:
+    """The Responses API's ``usage``."""
+    if not isinstance(usage, Mapping):
+        return Tokens()
+    return Tokens(
+        input=_int(usage.get("input_tokens")),
+        output=_int(usage.get("output_tokens")),
+        cache_read=_int(_get(usage, "input_tokens_details", "cached_tokens")),
+        reasoning=_int(_get(usage, "output_tokens_details", "reasoning_tokens")),
+    )
+
+
+class AnthropicStreamUsage:
+    """Reads the usage of an Anthropic SSE stream while its bytes are relayed unchanged: ``message_start``
+    carries the input (and cache) tokens, each ``message_delta`` the output so far. Frames may be split
+    anywhere; only the lines of those two events are kept, bounded."""
+
+    MAX_LINE = 64 * 1024  # a usage event's data line is small; anything longer is not one
+
+    def __init__(self) -> None:
+        self.tokens = Tokens()
+        self._partial = b""
+        self._event = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > self.MAX_LINE:
+            self._partial = b""
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if line.startswith(b"event:"):
+                self._event = line[6:].strip()
+            elif line.startswith(b"data:") and self._event in (b"message_start", b"message_delta"):
+                self._read(line[5:])
+
+    def _read(self, payload: bytes) -> None:
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        usage = (
+            _get(event, "message", "usage") if event.get("type") == "message_start" else event.get("usage")
+        )
+        self.tokens.merge(anthropic(usage))
+
+
+@dataclass
+class Record:
+    """What a model request's ledger row needs beyond the canonical log line's fields, filled in as the
+    request goes: the model LiteLLM priced it as, its tokens, when its first byte went out."""
+
+    litellm_model: str = ""
+    provider: str = ""
+    tokens: Tokens = field(default_factory=Tokens)
+    first_byte_s: float | None = None  # seconds after the request arrived

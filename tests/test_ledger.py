@@ -1,0 +1,344 @@
+"""The usage ledger: a row per model request with its tokens and cost, in SQLite in the state dir; its
+write failures never touch a request; ``memproxy usage`` sums it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from aiohttp_memproxy import cli, ledger, report
+from aiohttp_memproxy.keys import LEDGER, RUNTIMES
+from aiohttp_memproxy.metrics import Metrics
+from aiohttp_memproxy.settings import Settings
+from tests.conftest import AppClient, LogLines
+from tests.fake_upstream import FakeUpstream
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+# gpt-4o in LiteLLM 1.106.2's price map: $2.50 and $10.00 per million input and output tokens.
+GPT_4O_COST = 5 * 2.5e-6 + 3 * 10e-6
+
+
+async def rows_of(client: TestClient[web.Request, web.Application]) -> list[ledger.Row]:
+    app = client.server.app
+    assert app is not None
+    await app[LEDGER].flush()
+    return ledger.read(app[LEDGER].path, 0)
+
+
+@pytest.fixture
+async def gpt_sdk(
+    app_client: AppClient, gateway_settings: Callable[..., Settings]
+) -> AsyncIterator[tuple[TestClient[web.Request, web.Application], openai.AsyncOpenAI]]:
+    client = await app_client(gateway_settings())
+    sdk = openai.AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="unused", max_retries=0)
+    yield client, sdk
+    await sdk.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_chat_rows_carry_tokens_and_litellm_cost(
+    gpt_sdk: tuple[TestClient[web.Request, web.Application], openai.AsyncOpenAI],
+    upstream: tuple[FakeUpstream, str],
+    stream: bool,
+) -> None:
+    client, sdk = gpt_sdk
+    fake, _ = upstream
+    if stream:
+        chunks = [
+            c
+            async for c in await sdk.chat.completions.create(
+                model="gpt-4o-up", messages=MESSAGES, stream=True
+            )
+        ]  # type: ignore[arg-type]
+        # The gateway asked the upstream for usage; the client, which did not, gets no usage chunk.
+        assert fake.seen[-1].body["stream_options"] == {"include_usage": True}
+        assert all(chunk.usage is None for chunk in chunks)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from upstream"
+    else:
+        completion = await sdk.chat.completions.create(model="gpt-4o-up", messages=MESSAGES)  # type: ignore[arg-type]
+        assert completion.usage is not None
+    [row] = await rows_of(client)
+    assert (row.route, row.model, row.status, row.client) == (
+        "/v1/chat/completions",
+        "gpt-4o-up",
+        200,
+        "openai-sdk",
+    )
+    assert row.deployment.startswith("openai/127.0.0.1:")
+    assert (row.input_tokens, row.output_tokens) == (5, 3)
+    assert row.cost_usd == pytest.approx(GPT_4O_COST)
+    assert row.user_id == "default-dev"
+    assert row.first_byte_ms is not None
+    assert 0 < row.first_byte_ms <= row.latency_ms
+    assert row.fallback is False
+    assert row.attempts == 1
+
+
+async def test_a_stream_that_asked_for_usage_keeps_its_usage_chunk(
+    gpt_sdk: tuple[TestClient[web.Request, web.Application], openai.AsyncOpenAI],
+) -> None:
+    client, sdk = gpt_sdk
+    stream = await sdk.chat.completions.create(
+        model="gpt-4o-up",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    usages = [chunk.usage for chunk in [c async for c in stream] if chunk.usage is not None]
+    assert usages[-1].prompt_tokens == 5
+    [row] = await rows_of(client)
+    assert (row.input_tokens, row.output_tokens) == (5, 3)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_messages_rows_read_anthropic_usage(
+    app_client: AppClient, gateway_settings: Callable[..., Settings], stream: bool
+) -> None:
+    client = await app_client(gateway_settings())
+    async with anthropic.AsyncAnthropic(
+        base_url=str(client.make_url("")),
+        api_key="unused",
+        max_retries=0,
+        default_headers={"User-Agent": "claude-cli/2.1.328 (external, sdk-cli)"},
+    ) as sdk:
+        if stream:
+            async with sdk.messages.stream(model="claude-up", max_tokens=64, messages=MESSAGES) as events:  # type: ignore[arg-type]
+                assert await events.get_final_text() == "Hello from upstream"
+        else:
+            message = await sdk.messages.create(model="claude-up", max_tokens=64, messages=MESSAGES)  # type: ignore[arg-type]
+            assert message.usage.input_tokens == 5
+    [row] = await rows_of(client)
+    assert (row.route, row.model, row.client, row.user_id) == (
+        "/v1/messages",
+        "claude-up",
+        "claude-cli",
+        "claude-code",
+    )
+    assert (row.input_tokens, row.output_tokens, row.cache_read_tokens, row.cache_write_tokens) == (
+        5,
+        3,
+        4,
+        0,
+    )
+    assert row.cost_usd is None  # anthropic/claude-up: no price in LiteLLM's map, so no cost, not 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_responses_rows_read_the_completed_usage(
+    gpt_sdk: tuple[TestClient[web.Request, web.Application], openai.AsyncOpenAI], stream: bool
+) -> None:
+    client, sdk = gpt_sdk
+    if stream:
+        events = [
+            event async for event in await sdk.responses.create(model="gpt-4o-up", input="hi", stream=True)
+        ]
+        assert events[-1].type == "response.completed"
+    else:
+        response = await sdk.responses.create(model="gpt-4o-up", input="hi")
+        assert response.output_text == "Hello from upstream"
+    [row] = await rows_of(client)
+    assert (row.route, row.input_tokens, row.output_tokens, row.reasoning_tokens) == (
+        "/v1/responses",
+        5,
+        3,
+        0,
+    )
+    assert row.cost_usd == pytest.approx(GPT_4O_COST)
+
+
+async def test_failures_are_rows_too_and_nothing_secret_is_stored(
+    app_client: AppClient, gateway_settings: Callable[..., Settings]
+) -> None:
+    client = await app_client(gateway_settings())
+    response = await client.post("/v1/chat/completions", json={"model": "nowhere", "messages": MESSAGES})
+    assert response.status == 502
+    [row] = await rows_of(client)
+    assert (row.model, row.status, row.input_tokens, row.cost_usd) == ("nowhere", 502, None, None)
+    app = client.server.app
+    assert app is not None
+    raw = app[LEDGER].path.read_bytes()
+    assert b"hi" not in raw.replace(b"high", b"")  # no prompt
+    assert b"sk-" not in raw  # no key
+
+
+async def test_usage_reaches_prometheus_by_user_client_and_model(
+    gpt_sdk: tuple[TestClient[web.Request, web.Application], openai.AsyncOpenAI],
+) -> None:
+    client, sdk = gpt_sdk
+    for _ in range(2):
+        await sdk.chat.completions.create(model="gpt-4o-up", messages=MESSAGES)  # type: ignore[arg-type]
+    text = await (await client.get("/metrics")).text()
+    labels = 'client="openai-sdk",model="gpt-4o-up",user="default-dev"'  # prometheus_client sorts them
+    assert (
+        'memproxy_tokens_total{client="openai-sdk",kind="input",model="gpt-4o-up",user="default-dev"} 10.0'
+        in text
+    )
+    assert (
+        'memproxy_tokens_total{client="openai-sdk",kind="output",model="gpt-4o-up",user="default-dev"} 6.0'
+        in text
+    )
+    assert f"memproxy_cost_usd_total{{{labels}}}" in text
+    cost = next(line for line in text.splitlines() if line.startswith("memproxy_cost_usd_total{"))
+    assert float(cost.rsplit(" ", 1)[1]) == pytest.approx(2 * GPT_4O_COST)
+
+
+async def test_a_failing_ledger_never_fails_a_request_and_catches_up(
+    app_client: AppClient, gateway_settings: Callable[..., Settings], log_lines: LogLines
+) -> None:
+    """The database cannot be opened (here: a directory where the file should be; as root, a read-only
+    directory would not stop us): requests answer as ever, the failure is counted and logged once, and the
+    rows are written once the ledger can be."""
+    settings = gateway_settings()
+    assert settings.proxy.state_dir is not None
+    blocker = settings.proxy.state_dir / ledger.FILE_NAME
+    blocker.mkdir(parents=True)
+    client = await app_client(settings)
+    app = client.server.app
+    assert app is not None
+    for _ in range(3):
+        started = time.monotonic()
+        response = await client.post("/v1/chat/completions", json={"model": "gpt-up", "messages": MESSAGES})
+        assert response.status == 200
+        assert time.monotonic() - started < 2
+        await app[LEDGER].flush()
+    metrics = await (await client.get("/metrics")).text()
+    assert "memproxy_ledger_write_errors_total 3.0" in metrics
+    assert len(log_lines.named("ledger_write_failed")) == 1
+    blocker.rmdir()
+    await app[LEDGER].flush()
+    assert len(ledger.read(blocker, 0)) == 3
+    assert len(log_lines.named("ledger_write_recovered")) == 1
+
+
+async def test_rows_past_retention_are_deleted(tmp_path: Path) -> None:
+    path = tmp_path / ledger.FILE_NAME
+    now = time.time()
+
+    def row(age_days: float) -> ledger.Row:
+        return ledger.Row(
+            now - age_days * 86400, "r", "/v1/chat/completions", "u", "other", "m", "openai", 200, 1,
+            False, 10.0, 5.0, 1, 1, None, None, None, None,
+        )  # fmt: skip
+
+    first = ledger.Ledger(path, 30, Metrics())
+    for age in (40, 31, 29, 1):
+        first.record(row(age))
+    first._pruned_at = time.time()  # this one writes without pruning, as within a day of its start
+    await first.aclose()
+    assert len(ledger.read(path, 0)) == 4
+    second = ledger.Ledger(path, 30, Metrics())  # a restart prunes at once
+    await second.aclose()
+    assert sorted(round((now - r.ts) / 86400) for r in ledger.read(path, 0)) == [1, 29]
+
+
+async def test_the_ledger_survives_a_restart_and_a_reload(
+    app_client: AppClient, gateway_settings: Callable[..., Settings]
+) -> None:
+    settings = gateway_settings()
+    client = await app_client(settings)
+    assert (
+        await client.post("/v1/chat/completions", json={"model": "gpt-up", "messages": MESSAGES})
+    ).status == 200
+    app = client.server.app
+    assert app is not None
+    assert app[RUNTIMES].reload(app)
+    assert (
+        await client.post("/v1/chat/completions", json={"model": "gpt-up", "messages": MESSAGES})
+    ).status == 200
+    await client.close()
+    again = await app_client(settings)
+    assert (
+        await again.post("/v1/chat/completions", json={"model": "gpt-up", "messages": MESSAGES})
+    ).status == 200
+    assert len(await rows_of(again)) == 3
+
+
+def test_memproxy_usage_sums_the_ledger(
+    make_settings: Callable[..., Settings], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    now = time.time()
+    book = ledger.Ledger(state / ledger.FILE_NAME, 90, Metrics())
+    specs = [
+        ("claude-cli", "claude-sonnet", 200, 100, 10, 0.01, 1000.0),
+        ("claude-cli", "claude-sonnet", 200, 200, 20, 0.02, 3000.0),
+        ("PyCharm", "gpt-4o", 200, 50, 5, None, 500.0),
+        ("PyCharm", "gpt-4o", 502, None, None, None, 100.0),
+    ]
+    for client_family, model, status, tokens_in, tokens_out, cost, latency in specs:
+        book.record(
+            ledger.Row(
+                now - 60,
+                "r",
+                "/v1/messages",
+                "alice",
+                client_family,
+                model,
+                "anthropic",
+                status,
+                1,
+                False,
+                latency,
+                latency,
+                tokens_in,
+                tokens_out,
+                None,
+                None,
+                None,
+                cost,
+            )
+        )
+    asyncio.run(book.aclose())
+    config = make_settings().source
+    assert (
+        cli.main(
+            [
+                "usage",
+                "--config",
+                str(config),
+                "--state-dir",
+                str(state),
+                "--by",
+                "client",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
+    groups = {group["key"]: group for group in json.loads(capsys.readouterr().out)["groups"]}
+    assert groups["claude-cli"]["requests"] == 2
+    assert groups["claude-cli"]["input_tokens"] == 300
+    assert groups["claude-cli"]["cost_usd"] == pytest.approx(0.03)
+    assert groups["claude-cli"]["latency_p50_ms"] == 2000.0
+    assert groups["PyCharm"]["error_rate"] == 0.5
+    assert groups["PyCharm"]["cost_usd"] is None
+    assert cli.main(["usage", "--config", str(config), "--state-dir", str(state), "--by", "model"]) == 0
+    table = capsys.readouterr().out
+    assert "claude-sonnet" in table
+    assert "$0.0300" in table
+    assert cli.main(["usage", "--config", str(config), "--state-dir", str(state), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("day,requests,error_rate")
+    assert len(lines) == 2
+    assert (
+        cli.main(["usage", "--config", str(config), "--state-dir", str(state), "--since", "yesterday"]) == 2
+    )
+
+
+def test_since_reads_relative_and_dates() -> None:
+    now = 1_800_000_000.0
+    assert report.since_epoch("7d", now) == now - 7 * 86400
+    assert report.since_epoch("12h", now) == now - 12 * 3600
+    assert report.since_epoch("2026-11-01", now) == 1793491200.0
+    with pytest.raises(ValueError, match="--since"):
+        report.since_epoch("last week", now)
