@@ -6,7 +6,7 @@ CONFIG ?= conf/config.yaml
 # No network probe for LiteLLM's price map: tests, runs and benchmarks stay on loopback.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test lint check clean install-service install-user-service verify-units bench bench-deps load cli-deps lock
+.PHONY: run test lint check clean install-service install-user-service verify-units bench bench-deps load cli-deps lock ui-deps
 
 PREFIX ?= /opt/aiohttp-memproxy
 USER_PREFIX ?= $(HOME)/.local/share/aiohttp-memproxy/venv
@@ -70,6 +70,11 @@ load: $(VENV)/.installed-dev
 # pinned in tests/clis/package.json, installed as its lock file says, sha512 integrity checked (npm ci).
 cli-deps:
 	npm ci --no-fund --no-audit --prefix tests/clis
+
+# Debian's Chromium for the /ui test in a real headless browser (tests/test_ui.py skips without it); Playwright,
+# from the dev lock, drives it. As root (CI); a developer runs it with sudo.
+ui-deps:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 # litellm[proxy] in its own venv, so the comparison never changes what the gateway itself installs.
 bench-deps:

@@ -28,7 +28,8 @@ REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 ANTHROPIC_PREFIXES = ("/v1/messages", "/messages", "/api/event_logging")
 MODEL_LIST_PATHS = ("/v1/models", "/models")
 # Reachable without the master key wherever the gateway listens: probes, and Claude Code's start-up ping.
-PUBLIC_PATHS = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness", "/api/hello"})
+# /ui is the status page's shell (no data: /ui/data, which needs the key, has it).
+PUBLIC_PATHS = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness", "/api/hello", "/ui"})
 # Reachable without the key only on a loopback address: they show no secret, but they do show the config's
 # path, variable names, cookie names, memory users and traffic, which are nobody else's business.
 LOOPBACK_PUBLIC_PATHS = frozenset({"/health", "/memory-routing/info", "/metrics"})

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
 from datetime import UTC, datetime
-from importlib import metadata
+from importlib import metadata, resources
 from typing import Any
 
 import prometheus_client
 import structlog
 from aiohttp import web
 
-from aiohttp_memproxy import __version__, schemas, sse, usage
+from aiohttp_memproxy import __version__, ledger, schemas, sse, usage
 from aiohttp_memproxy.errors import InvalidRequest, NotFound
-from aiohttp_memproxy.keys import COOKIES, DIALECT, METRICS, RUNTIME, STARTED_AT, USAGE
+from aiohttp_memproxy.keys import COOKIES, DIALECT, LEDGER, METRICS, RUNTIME, STARTED_AT, USAGE
 from aiohttp_memproxy.llm import ANTHROPIC_CLIENT_HEADERS
 from aiohttp_memproxy.llm_router import cooldown_rows
 from aiohttp_memproxy.models import ResolvedModel
@@ -33,28 +34,78 @@ ANTHROPIC_PAGE_DEFAULT, ANTHROPIC_PAGE_MAX = 20, 1000
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
-    settings, models = request[RUNTIME].settings, request[RUNTIME].models
     return web.json_response(
         {
-            "status": "ok",
-            "version": __version__,
-            "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 3),
-            "models": {
-                "available": [name for name, _ in models.listing()],
-                "disabled": [{"name": m.name, "missing_env": list(m.missing_env)} for m in models.disabled],
-            },
-            "config": {
-                "path": str(settings.source),
-                "sha256": settings.digest,
-                "loaded_at": _iso(settings.loaded_at),
-            },
-            # Deployments LiteLLM's Router skips for now (allowed_fails / cooldown_time), and until when.
-            "cooldowns": [
-                {**row, "until": _iso(row["until"])} for row in cooldown_rows(request[RUNTIME].llm.router)
-            ],
-            "cookies": {"count": len(request.app[COOKIES].jar), "names": request.app[COOKIES].names()},
+            **_state(request),
             # For leak checks (make load): these must come back down when the traffic stops.
             "process": {"asyncio_tasks": len(asyncio.all_tasks()), "open_fds": _open_fds()},
+        }
+    )
+
+
+def _state(request: web.Request) -> dict[str, Any]:
+    """What /health and /ui show of the gateway: models, cooldowns, config, cookies (names, never values)."""
+    settings, models = request[RUNTIME].settings, request[RUNTIME].models
+    return {
+        "status": "ok",
+        "version": __version__,
+        "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 3),
+        "models": {
+            "available": [name for name, _ in models.listing()],
+            "disabled": [{"name": m.name, "missing_env": list(m.missing_env)} for m in models.disabled],
+        },
+        "config": {
+            "path": str(settings.source),
+            "sha256": settings.digest,
+            "loaded_at": _iso(settings.loaded_at),
+        },
+        # Deployments LiteLLM's Router skips for now (allowed_fails / cooldown_time), and until when.
+        "cooldowns": [
+            {**row, "until": _iso(row["until"])} for row in cooldown_rows(request[RUNTIME].llm.router)
+        ],
+        "cookies": {"count": len(request.app[COOKIES].jar), "names": request.app[COOKIES].names()},
+    }
+
+
+UI_DAYS = 14  # the charts' span
+UI_LATEST = 100  # the table's rows
+UI_PAGE = (resources.files("aiohttp_memproxy") / "ui.html").read_bytes()
+
+
+@routes.get("/ui")
+async def ui(request: web.Request) -> web.Response:
+    """The status page: one self-contained file (no CDN, no build step). It holds no data: it asks
+    /ui/data, with the key its form keeps in the tab's sessionStorage where a master key is set."""
+    return web.Response(
+        body=UI_PAGE,
+        content_type="text/html",
+        headers={"Cache-Control": "no-store", "Content-Security-Policy": UI_CSP},
+    )
+
+
+# The page's own inline script and style, and requests to this origin only.
+UI_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+
+
+@routes.get("/ui/data")
+async def ui_data(request: web.Request) -> web.Response:
+    """The status page's data (same auth as the API): the gateway's state, and usage from the ledger: per
+    day by client and by model over UI_DAYS, and the last UI_LATEST requests."""
+    book = request.app[LEDGER]
+    await book.flush()  # what was just answered shows
+    since = time.time() - UI_DAYS * 86400
+    by_client, by_model, last = await asyncio.to_thread(
+        lambda: (
+            ledger.daily(book.path, since, "client"),
+            ledger.daily(book.path, since, "model"),
+            ledger.latest(book.path, UI_LATEST),
+        )
+    )
+    return web.json_response(
+        {
+            "state": _state(request),
+            "usage": {"days": UI_DAYS, "by_client": by_client, "by_model": by_model},
+            "latest": [dataclasses.asdict(row) for row in last],
         }
     )
 
