@@ -18,7 +18,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
 
 import structlog
@@ -83,6 +83,8 @@ class Ledger:
         self._failing = False
         self._pruned_at = 0.0
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()  # one write at a time: the connection is used from a worker thread
+        self._stopping = False
 
     def record(self, row: Row) -> None:
         """Queue a row (never blocks, never raises): the next flush writes it."""
@@ -93,8 +95,8 @@ class Ledger:
             self._metrics.ledger_dropped.inc(dropped)
 
     async def run(self) -> None:
-        """Flush every FLUSH_INTERVAL_S (or when woken) until cancelled."""
-        while True:
+        """Flush every FLUSH_INTERVAL_S (or when woken) until stopped; never cancelled mid-write."""
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
             self._wake.clear()
@@ -103,8 +105,17 @@ class Ledger:
     def wake(self) -> None:
         self._wake.set()
 
+    def stop(self) -> None:
+        """``run`` returns after the flush in progress, if any."""
+        self._stopping = True
+        self._wake.set()
+
     async def flush(self) -> None:
-        if not self._pending and time.time() - self._pruned_at < PRUNE_INTERVAL_S:
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._pending and (self._failing or time.time() - self._pruned_at < PRUNE_INTERVAL_S):
             return
         rows, self._pending = self._pending, []
         try:
@@ -112,7 +123,7 @@ class Ledger:
         except (sqlite3.Error, OSError) as exc:
             self._pending[:0] = rows  # tried again at the next flush, oldest first
             self._metrics.ledger_write_errors.inc()
-            self._close()
+            await asyncio.to_thread(self._close)  # closing a WAL database checkpoints: disk I/O
             if not self._failing:
                 self._failing = True
                 log.error(
@@ -128,9 +139,16 @@ class Ledger:
         with connection:
             connection.executemany(INSERT, (astuple(row) for row in rows))
         if time.time() - self._pruned_at >= PRUNE_INTERVAL_S:
-            with connection:
-                connection.execute("DELETE FROM requests WHERE ts < ?", (time.time() - self.retention_s,))
-            self._pruned_at = time.time()
+            try:  # the rows above are in: a failed prune is tried at the next flush, never re-queues them
+                with connection:
+                    connection.execute("DELETE FROM requests WHERE ts < ?", (time.time() - self.retention_s,))
+            except sqlite3.Error as exc:
+                log.warning("ledger_prune_failed", error=type(exc).__name__)
+            else:
+                self._pruned_at = time.time()
+                for suffix in ("", "-wal", "-shm"):  # what SQLite created beside it too: the owner's only
+                    with contextlib.suppress(OSError):
+                        self.path.with_name(self.path.name + suffix).chmod(0o600)
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -143,7 +161,6 @@ class Ledger:
         except sqlite3.Error:
             connection.close()
             raise
-        self.path.chmod(0o600)
         self._connection = connection
         return connection
 
@@ -162,7 +179,7 @@ def read(path: Path, since: float) -> list[Row]:
     """The rows since ``since`` (epoch seconds), oldest first, read-only; [] when there is no ledger yet."""
     if not path.is_file():
         return []
-    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+    connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
     try:
         query = f"SELECT {', '.join(COLUMNS)} FROM requests WHERE ts >= ? ORDER BY ts"  # noqa: S608  # our names
         found = connection.execute(query, (since,)).fetchall()
@@ -186,7 +203,7 @@ def daily(path: Path, since: float, by: str) -> list[dict[str, object]]:
         "SUM(COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0)), SUM(cost_usd) "
         f"FROM requests WHERE ts >= ? GROUP BY day, {by} ORDER BY day, {by}"
     )
-    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+    connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
     try:
         found = connection.execute(query, (since,)).fetchall()
     finally:
@@ -201,13 +218,28 @@ def latest(path: Path, limit: int) -> list[Row]:
     """The last ``limit`` rows, newest first."""
     if not path.is_file():
         return []
-    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+    connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
     try:
         query = f"SELECT {', '.join(COLUMNS)} FROM requests ORDER BY ts DESC LIMIT ?"  # noqa: S608  # our names
         found = connection.execute(query, (limit,)).fetchall()
     finally:
         connection.close()
     return [_row(values) for values in found]
+
+
+def overview(path: Path, since: float, limit: int) -> dict[str, object]:
+    """/ui's usage: per day by client and by model since ``since``, and the last ``limit`` rows. A ledger
+    that cannot be read gives empty usage and says so (the page still shows the gateway's state)."""
+    try:
+        return {
+            "by_client": daily(path, since, "client"),
+            "by_model": daily(path, since, "model"),
+            "latest": [asdict(row) for row in latest(path, limit)],
+            "error": None,
+        }
+    except sqlite3.Error as exc:
+        log.warning("ledger_read_failed", path=str(path), error=type(exc).__name__)
+        return {"by_client": [], "by_model": [], "latest": [], "error": "the usage ledger cannot be read"}
 
 
 def _row(values: Iterable[object]) -> Row:
@@ -226,9 +258,8 @@ async def ledger(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        book.stop()
+        await writer  # its flush in progress finishes: never a write cut off in its thread
         await book.aclose()
 
 
@@ -252,7 +283,7 @@ def record_request(request: web.Request, status: int, elapsed_s: float) -> None:
         model=str(bound.get("model", "")),
         deployment=str(bound.get("deployment", "")),
         status=status,
-        attempts=int(bound.get("attempts", 0)),
+        attempts=int(bound.get("attempts", 0)),  # the call's total (transport.py binds it)
         fallback=bool(bound.get("fallback", False)),
         latency_ms=latency_ms,
         first_byte_ms=round(record.first_byte_s * 1000, 1) if record.first_byte_s is not None else latency_ms,

@@ -28,6 +28,7 @@ import litellm
 import openai
 import structlog
 from litellm.anthropic_interface import messages as anthropic_messages
+from litellm.constants import openai_compatible_providers
 from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, blocked_cookie_jar
 from litellm.types.utils import shared_backend_model_info
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
@@ -212,6 +213,7 @@ class Asked:
     given: Mapping[str, Any]
     decision: RoutingDecision | None = None
     client_headers: Mapping[str, str] = field(default_factory=dict)
+    usage_for_ledger: bool = False  # a chat stream whose client did not ask for usage: asked for it here
 
 
 class LLMClients:
@@ -379,6 +381,8 @@ class LLMClients:
                 client = self._pinned_handler(exact)
         elif asked.route == "messages":
             self._translatable(model, litellm_model, kwargs)
+        if asked.usage_for_ledger:
+            self._ask_stream_usage(model, kwargs)
         if asked.route == "responses" and "mock_response" in model.params:
             # LiteLLM's mock answers whole and cannot stream it (1.106.2): a stream is made of the answer.
             kwargs["stream"] = False
@@ -418,8 +422,9 @@ class LLMClients:
             return
         answering = call.deployment
         structlog.contextvars.bind_contextvars(deployment=answering.where, fallback=call.fallback)
-        if record is not None and not answering.is_wildcard:
-            record.litellm_model, record.provider = answering.litellm_model, answering.provider
+        if record is not None:
+            record.litellm_model = call.litellm_model or answering.litellm_model
+            record.provider = answering.provider
 
     def _through_router(self, resolved: ResolvedModel) -> bool:
         return self.router is not None and resolved.config.name in self.routed
@@ -430,10 +435,11 @@ class LLMClients:
         request: Mapping[str, Any],
         decision: RoutingDecision,
         record: usage.Record | None = None,
+        usage_for_ledger: bool = False,
     ) -> Any:
         """``acompletion``: a ModelResponse, or a CustomStreamWrapper when ``stream`` is set."""
         given = {key: value for key, value in request.items() if key in CLIENT_PARAMS}
-        asked = Asked("chat", given, decision)
+        asked = Asked("chat", given, decision, usage_for_ledger=usage_for_ledger)
         with self._call(resolved.config.name, given):
             if self._through_router(resolved):
                 return await self._routed(resolved, asked, "acompletion", record)
@@ -625,18 +631,37 @@ class LLMClients:
                     record.tokens.merge(usage.openai_chat(found.model_dump()))
                 if not hide_usage:
                     yield chunk.model_dump_json(exclude_none=True)
-                elif chunk.choices:
+                elif found is None or any(map(_substantive, chunk.choices)):
                     yield chunk.model_dump_json(exclude_none=True, exclude={"usage"})
+        if record is not None and not record.tokens.known:  # the usage-only chunk LiteLLM kept to itself
+            kept = [chunk for chunk in _kept_chunks(stream) if getattr(chunk, "usage", None) is not None]
+            if kept:
+                record.tokens.merge(usage.openai_chat(kept[-1].usage.model_dump()))
 
-    def streams_usage(self, resolved: ResolvedModel) -> bool:
+    def _ask_stream_usage(self, model: ModelConfig, kwargs: dict[str, Any]) -> None:
+        """A chat stream's usage, for the ledger, from a client that did not ask for it (in place).
+
+        An upstream that speaks OpenAI's API is asked in the request body itself (``extra_body``): LiteLLM
+        1.106.2 relays it, keeps the usage-only chunk from its caller and in its wrapper's ``chunks``
+        (``_record_usage_only_chunk``); asked through ``stream_options`` instead, it rebuilds the whole
+        answer at the end to report usage (~2.5 ms of CPU a stream, measured). Other providers report usage
+        in their own stream, which LiteLLM turns into a final chunk only when ``stream_options`` asks.
+        """
+        options = {**(kwargs.get("stream_options") or {}), "include_usage": True}
+        if model.provider == "openai" or model.provider in openai_compatible_providers:
+            kwargs.pop("stream_options", None)
+            kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}), "stream_options": options}
+        elif self._takes_stream_options(model, str(kwargs.get("model") or model.litellm_model)):
+            kwargs["stream_options"] = options
+
+    def _takes_stream_options(self, model: ModelConfig, litellm_model: str) -> bool:
         """Whether LiteLLM takes ``stream_options`` for this model (its final chunk then carries usage)."""
-        key = (resolved.litellm_model, resolved.config.provider)
+        key = (litellm_model, model.provider)
         known = self._stream_options.get(key)
         if known is None:
             try:
                 supported = litellm.get_supported_openai_params(
-                    model=resolved.litellm_model.partition("/")[2] or resolved.litellm_model,
-                    custom_llm_provider=resolved.config.provider,
+                    model=litellm_model.partition("/")[2] or litellm_model, custom_llm_provider=model.provider
                 )
             except Exception:  # LiteLLM's own lookup failing: no usage asked for, the stream unchanged
                 supported = None
@@ -674,6 +699,26 @@ class LLMClients:
         for handler in (self._http_handler, *self._pinned.values()):
             await handler.close()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
         await asyncio.gather(*(client.close() for client in self._openai.values()))
+
+
+def _kept_chunks(stream: Any) -> list[Any]:
+    """The chunks LiteLLM's stream wrapper kept (its own, or, behind the Router's, the wrapped one's)."""
+    for holder in (stream, getattr(stream, "model_response", None)):
+        chunks = getattr(holder, "chunks", None)
+        if isinstance(chunks, list) and chunks:
+            return chunks
+    return []
+
+
+def _substantive(choice: Any) -> bool:
+    """A stream choice that says something: text, a tool call, a role, a finish reason (LiteLLM's final usage
+    chunk has one choice with an empty delta)."""
+    delta = getattr(choice, "delta", None)
+    said = any(
+        getattr(delta, name, None)
+        for name in ("content", "tool_calls", "function_call", "role", "reasoning_content")
+    )
+    return said or getattr(choice, "finish_reason", None) is not None
 
 
 async def _items(

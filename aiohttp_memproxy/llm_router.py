@@ -65,6 +65,7 @@ class Call:
     tried: list[ModelConfig] = field(default_factory=list)  # deployments in the order the Router tried them
     relayed: bool = False  # something of the answer reached the client: no fallback from here on
     outer: str | None = None  # LiteLLM's call type of the Router's attempts (inner calls have another)
+    litellm_model: str = ""  # what the last deployment tried was called as (its usage is priced as that)
 
     @property
     def deployment(self) -> ModelConfig | None:
@@ -102,6 +103,9 @@ class _DeploymentHook(CustomLogger):
         call.outer = call.outer or kind
         if kind == call.outer:
             call.tried.append(deployment)
+            call.litellm_model = str(
+                kwargs.get("model") or deployment.litellm_model
+            )  # a wildcard's, filled in
         adapted = dict(kwargs)
         call.adapt(deployment, adapted)
         return adapted

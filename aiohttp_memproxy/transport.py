@@ -159,7 +159,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 outbound.attempts += 1
             response = await self._send(request, body)
             self._metrics.upstream_attempts.inc()
-            structlog.contextvars.bind_contextvars(attempts=attempts)
+            # The gateway call's total (the Router's retries and fallbacks included), else this request's.
+            structlog.contextvars.bind_contextvars(
+                attempts=outbound.attempts if outbound is not None else attempts
+            )
             if response.status not in RETRY_STATUSES or not replayable:
                 break
             challenge = is_challenge(response)

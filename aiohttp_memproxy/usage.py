@@ -78,14 +78,19 @@ def openai_chat(usage: Any) -> Tokens:
 
 
 def anthropic(usage: Any) -> Tokens:
-    """The Messages API's ``usage`` (of a message, or of ``message_start``/``message_delta``)."""
+    """The Messages API's ``usage`` (of a message, or of ``message_start``/``message_delta``). Its
+    ``input_tokens`` leaves the cached ones out; here, as in OpenAI's usage (and as LiteLLM's cost
+    calculation expects), input counts them, cache read and write being parts of it."""
     if not isinstance(usage, Mapping):
         return Tokens()
+    uncached = _int(usage.get("input_tokens"))
+    cache_read = _int(usage.get("cache_read_input_tokens"))
+    cache_write = _int(usage.get("cache_creation_input_tokens"))
     return Tokens(
-        input=_int(usage.get("input_tokens")),
+        input=None if uncached is None else uncached + (cache_read or 0) + (cache_write or 0),
         output=_int(usage.get("output_tokens")),
-        cache_read=_int(usage.get("cache_read_input_tokens")),
-        cache_write=_int(usage.get("cache_creation_input_tokens")),
+        cache_read=cache_read,
+        cache_write=cache_write,
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import time
@@ -84,7 +83,10 @@ async def ui(request: web.Request) -> web.Response:
 
 
 # The page's own inline script and style, and requests to this origin only.
-UI_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+UI_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+    "frame-ancestors 'none'"
+)
 
 
 @routes.get("/ui/data")
@@ -94,18 +96,17 @@ async def ui_data(request: web.Request) -> web.Response:
     book = request.app[LEDGER]
     await book.flush()  # what was just answered shows
     since = time.time() - UI_DAYS * 86400
-    by_client, by_model, last = await asyncio.to_thread(
-        lambda: (
-            ledger.daily(book.path, since, "client"),
-            ledger.daily(book.path, since, "model"),
-            ledger.latest(book.path, UI_LATEST),
-        )
-    )
+    found = await asyncio.to_thread(ledger.overview, book.path, since, UI_LATEST)
     return web.json_response(
         {
             "state": _state(request),
-            "usage": {"days": UI_DAYS, "by_client": by_client, "by_model": by_model},
-            "latest": [dataclasses.asdict(row) for row in last],
+            "usage": {
+                "days": UI_DAYS,
+                "by_client": found["by_client"],
+                "by_model": found["by_model"],
+                "error": found["error"],
+            },
+            "latest": found["latest"],
         }
     )
 
@@ -234,12 +235,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body, resolved, user = await _model_request(request, "chat")
     llm, record = request[RUNTIME].llm, request[USAGE]
     streaming = body.get("stream") is True
-    # A stream's usage comes as its last chunk only when asked for: asked for here, and that chunk kept from
-    # a client that did not ask (the ledger needs the tokens; the client gets the stream it asked for).
-    hide_usage = streaming and not _asked_usage(body) and llm.streams_usage(resolved)
-    if hide_usage:
-        body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
-    result = await llm.chat(resolved, body, user, record)
+    # A stream's usage comes as its last chunk only when asked for: asked for by llm, and that chunk kept
+    # from a client that did not ask (the ledger needs the tokens; the client gets the stream it asked for).
+    hide_usage = streaming and not _asked_usage(body)
+    result = await llm.chat(resolved, body, user, record, usage_for_ledger=hide_usage)
     if streaming:
         return await sse.openai_stream(request, llm.chunks(result, resolved.config.name, record, hide_usage))
     record.tokens = usage.openai_chat(_usage_of(result))

@@ -139,5 +139,5 @@ async def test_the_data_needs_the_key_and_the_page_does_not(
     assert (await client.get("/ui/data")).status == 401
     data = await (await client.get("/ui/data", headers={"x-api-key": MASTER_KEY})).json()
     assert data["latest"] == []
-    assert data["usage"] == {"days": 14, "by_client": [], "by_model": []}
+    assert data["usage"] == {"days": 14, "by_client": [], "by_model": [], "error": None}
     assert "gpt-up" in data["state"]["models"]["available"]
