@@ -410,7 +410,9 @@ class LLMClients:
         if outbound is not None and resolved.config.name in self._alternatives:
             outbound.backoff = False
         try:
-            return await getattr(self.router, method)(model=resolved.router_model, **asked.given)
+            return await getattr(self.router, method)(
+                model=resolved.router_model, **asked.given, **self.router.callbacks()
+            )
         finally:
             self._attribute(call, record)
 
@@ -675,6 +677,10 @@ class LLMClients:
         """LiteLLM's price of this usage for the model that answered; None where its price map has none."""
         tokens = record.tokens
         if not tokens.known or not record.litellm_model:
+            return None
+        if litellm.model_cost.get(record.litellm_model, {}).get(ASSUMED):
+            # No price known (we registered the model for LiteLLM): not asked, since LiteLLM 1.106.2 explains
+            # a zero cost by scanning its price map (zero_cost_diagnostic), ~1.6 ms a request, measured.
             return None
         try:
             prompt, completion = litellm.cost_per_token(

@@ -8,24 +8,26 @@ sets a routing key. A group of one deployment in a config without routing keys a
 LiteLLM call instead: the Router costs ~2 ms of CPU per call (measured on litellm 1.106.2 with a mocked
 answer: 4.6 ms against 2.4 ms), and it would route nowhere.
 
-Each attempt is adapted to the deployment the Router picked, just before it is sent (LiteLLM's
-``async_pre_call_deployment_hook``): memory headers only for a Supermemory deployment, the client that
-deployment's provider takes, a Messages request made translatable for a provider that is not Anthropic.
-The gateway call in progress is a ContextVar (``CALL``), so the hook, registered in LiteLLM's global
-callback list, acts on this Router's calls only. Verified on litellm 1.106.2.
+Each attempt is adapted to the deployment the Router picked, just before it is sent (``_AttemptSeam``):
+memory headers only for a Supermemory deployment, the client that deployment's provider takes, a Messages
+request made translatable for a provider that is not Anthropic. The gateway call in progress is a
+ContextVar (``CALL``). The Router's own bookkeeping runs for its own calls only (LiteLLM's per-call
+callbacks), not for every LiteLLM call of the process. Verified on litellm 1.106.2.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import litellm
 import structlog
+from litellm import router as router_module
 from litellm.exceptions import MidStreamFallbackError
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.router import Router
@@ -38,6 +40,16 @@ log = structlog.get_logger()
 # Router arguments that do not change how one deployment alone is called (its call gets the same retries
 # and timeouts without the Router): a config setting only these keeps plain groups on the direct path.
 PLAIN_KEYS = frozenset({"num_retries", "timeout", "stream_timeout"})
+# LiteLLM's global callback lists (litellm/__init__.py, 1.106.2).
+CALLBACK_LISTS = (
+    "callbacks",
+    "input_callback",
+    "success_callback",
+    "failure_callback",
+    "_async_success_callback",
+    "_async_failure_callback",
+    "_async_input_callback",
+)
 # LiteLLM's AllowedFailsPolicy fields (types/router.py, 1.106.2): one per error class.
 ALLOWED_FAILS_CLASSES = tuple(
     f"{name}AllowedFails"
@@ -64,7 +76,6 @@ class Call:
     adapt: Callable[[ModelConfig, dict[str, Any]], None]  # the call's kwargs for one deployment, in place
     tried: list[ModelConfig] = field(default_factory=list)  # deployments in the order the Router tried them
     relayed: bool = False  # something of the answer reached the client: no fallback from here on
-    outer: str | None = None  # LiteLLM's call type of the Router's attempts (inner calls have another)
     litellm_model: str = ""  # what the last deployment tried was called as (its usage is priced as that)
 
     @property
@@ -81,34 +92,79 @@ class Call:
 CALL: ContextVar[Call | None] = ContextVar("memproxy_router_call", default=None)
 
 
-class _DeploymentHook(CustomLogger):
-    """LiteLLM calls this after the Router picked a deployment, before the request is built."""
+class _AttemptSeam:
+    """Where each of a GatewayRouter's attempts is adapted to the deployment it picked.
 
-    def __init__(self, router: GatewayRouter) -> None:
-        super().__init__()
-        self.router = router
+    LiteLLM 1.106.2's Router awaits ``compact_to_fit(router, deployment, kwargs, surface)`` (a name of
+    ``litellm.router``'s module) with the deployment it picked and the kwargs of the call it is about to make,
+    on every attempt: chat completions (``_acompletion``), Messages and Responses
+    (``_ageneric_api_call_with_fallbacks_helper``), retries and fallback hops alike. Wrapped while a
+    GatewayRouter exists (and put back after the last): the kwargs it returns are adapted for a
+    GatewayRouter's own call in progress, untouched otherwise. LiteLLM's own hook for this
+    (``async_pre_call_deployment_hook``) would have to be a global callback, which makes every LiteLLM call
+    of the process, routed or not, pay LiteLLM's logging (measured ~2 ms of CPU here).
+    """
 
-    async def async_pre_call_deployment_hook(
-        self, kwargs: dict[str, Any], call_type: Any
-    ) -> dict[str, Any] | None:
+    def __init__(self) -> None:
+        self.users = 0
+        self.original: Callable[..., Awaitable[Mapping[str, Any]]] | None = None
+
+    def install(self) -> None:
+        if self.users == 0:
+            self.original = vars(router_module)["compact_to_fit"]
+            vars(router_module)["compact_to_fit"] = self.adapted
+        self.users += 1
+
+    def uninstall(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self.original is not None:
+            vars(router_module)["compact_to_fit"] = self.original
+            self.original = None
+
+    async def adapted(
+        self, router: Any, deployment: Mapping[str, Any], payload: Mapping[str, Any], surface: Any
+    ) -> Mapping[str, Any]:
+        assert self.original is not None  # installed
+        found = await self.original(router, deployment, payload, surface)
         call = CALL.get()
-        if call is None or call.router is not self.router:
-            return None  # another Router's call, or a direct one
-        deployment = self.router.deployments.get(str((kwargs.get("model_info") or {}).get("id")))
-        if deployment is None:
-            return None
-        # An inner call of LiteLLM's (Messages or Responses translated to chat completions) carries the same
-        # model_info: adapted again (the adaptation is idempotent), counted once, by the outer call's type.
-        kind = str(getattr(call_type, "value", call_type))
-        call.outer = call.outer or kind
-        if kind == call.outer:
-            call.tried.append(deployment)
-            call.litellm_model = str(
-                kwargs.get("model") or deployment.litellm_model
-            )  # a wildcard's, filled in
-        adapted = dict(kwargs)
-        call.adapt(deployment, adapted)
-        return adapted
+        if not isinstance(router, GatewayRouter) or call is None or call.router is not router:
+            return found  # another Router's call
+        model = router.deployments.get(str((deployment.get("model_info") or {}).get("id")))
+        if model is None:
+            return found
+        call.tried.append(model)
+        call.litellm_model = str(found.get("model") or model.litellm_model)  # a wildcard's, filled in
+        kwargs = dict(found)
+        call.adapt(model, kwargs)
+        return kwargs
+
+
+# The one wrapper of LiteLLM's function, shared by every GatewayRouter of the process (as the seam is).
+_ATTEMPTS = _AttemptSeam()
+
+
+class _PriceMap:
+    """LiteLLM's price map as it was before a Router registered its deployments in it.
+
+    LiteLLM 1.106.2's Router registers each deployment's model_info under its id and its ``provider/name``,
+    filling every field it has (~165, mostly empty) into the entry: LiteLLM's zero-cost diagnostic then
+    scans that entry after every call of that model, routed or not (~1.6 ms a call, measured), and the
+    entry overrides what ``llm.register_model_info`` kept (a responses-only model's mode). The gateway
+    registers the config's model_info itself, so what the Router added is taken back.
+    """
+
+    def __init__(self, deployments: Sequence[ModelConfig]) -> None:
+        self.keys = set(litellm.model_cost)
+        names = {name for model in deployments for name in (model.litellm_model, model.id)}
+        names |= {model.litellm_model.partition("/")[2] for model in deployments}
+        self.saved = {
+            name: copy.deepcopy(litellm.model_cost[name]) for name in names if name in litellm.model_cost
+        }
+
+    def restore(self) -> None:
+        for added in set(litellm.model_cost) - self.keys:
+            del litellm.model_cost[added]
+        litellm.model_cost.update(self.saved)
 
 
 class GatewayRouter(Router):
@@ -128,10 +184,12 @@ class GatewayRouter(Router):
 
     def __init__(self, deployments: Sequence[ModelConfig], **arguments: Any) -> None:
         self.deployments = {model.id: model for model in deployments}
+        self._discarded = True  # until the attempt seam is installed: discard has nothing of ours to undo
         if "allowed_fails" in arguments and "allowed_fails_policy" not in arguments:
             arguments["allowed_fails_policy"] = dict.fromkeys(
                 ALLOWED_FAILS_CLASSES, arguments["allowed_fails"]
             )
+        price_map = _PriceMap(deployments)
         try:
             super().__init__(
                 model_list=[
@@ -148,6 +206,8 @@ class GatewayRouter(Router):
             with contextlib.suppress(Exception):  # whatever it registered before it failed
                 super().discard()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
             raise
+        finally:
+            price_map.restore()
         for selector in self._selectors():
             if not any(callback is selector for callback in litellm.callbacks):
                 litellm.callbacks.append(selector)
@@ -169,8 +229,13 @@ class GatewayRouter(Router):
         # The Router's one way into cooldown (router_utils/cooldown_handlers.py), counted per instance:
         # LiteLLM's cooldown event reaches only a global Prometheus logger of its own.
         self.cooldown_cache.add_deployment_to_cooldown = counted  # type: ignore[method-assign]
-        self._hook = _DeploymentHook(self)
-        litellm.callbacks.append(self._hook)
+        # LiteLLM's Router registers its success and failure bookkeeping (success counts, usage, cooldowns)
+        # in LiteLLM's global callback lists, which would make every LiteLLM call of the process pay
+        # LiteLLM's logging: they are taken out, and handed to this Router's own calls (``callbacks``).
+        self._bookkeeping = self._own_callbacks()
+        self._remove_from_lists({id(callback) for callback in self._bookkeeping})
+        _ATTEMPTS.install()
+        self._discarded = False
 
     async def async_function_with_fallbacks_common_utils(
         self, e: Exception, *args: Any, **kwargs: Any
@@ -181,6 +246,29 @@ class GatewayRouter(Router):
                 raise e.original_exception
             raise e
         return await super().async_function_with_fallbacks_common_utils(e, *args, **kwargs)
+
+    def callbacks(self) -> dict[str, list[Any]]:
+        """The per-call callbacks of a call through this Router: its bookkeeping, which LiteLLM runs for
+        this call only (``success_callback``/``failure_callback``, LiteLLM's dynamic callbacks)."""
+        return {
+            "success_callback": [self.deployment_callback_on_success],
+            "failure_callback": [self.deployment_callback_on_failure],
+        }
+
+    def _own_callbacks(self) -> list[Any]:
+        return [
+            callback
+            for name in CALLBACK_LISTS
+            for callback in getattr(litellm, name, None) or ()
+            if getattr(callback, "__self__", None) is self
+        ]
+
+    @staticmethod
+    def _remove_from_lists(ids: set[int]) -> None:
+        for name in CALLBACK_LISTS:
+            found = getattr(litellm, name, None)
+            if isinstance(found, list):
+                found[:] = [callback for callback in found if id(callback) not in ids]
 
     def _selectors(self) -> list[CustomLogger]:
         """This Router's routing-strategy selector, if its strategy has one (simple-shuffle has none)."""
@@ -198,11 +286,15 @@ class GatewayRouter(Router):
         ]
 
     def discard(self) -> None:
-        """Out of LiteLLM's global callback lists (its own, and our hook)."""
-        with contextlib.suppress(ValueError):
-            litellm.callbacks.remove(self._hook)
+        """Out of LiteLLM's global callback lists: its own bound methods (LiteLLM's discard), and the objects
+        it and we put in ``litellm.callbacks`` (our hook, its strategy selector), which LiteLLM's first call
+        after copies into every other list (``function_setup``, 1.106.2)."""
         self._unregister_router_selectors(self._selectors())
+        self._remove_from_lists({id(selector) for selector in self._selectors()})
         super().discard()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
+        if not self._discarded:
+            self._discarded = True
+            _ATTEMPTS.uninstall()
 
 
 def routed_groups(settings: Settings) -> frozenset[str]:
