@@ -153,6 +153,12 @@ def register_model_info(model: ModelConfig) -> None:
     known = _known_info(model.litellm_model)
     if known is None:
         entry: dict[str, Any] = {"litellm_provider": model.provider, "mode": "chat", **info, ASSUMED: True}
+        if (litellm.model_cost.get(model.litellm_model) or {}).get(ASSUMED):
+            # Ours already (another deployment of the model, an earlier config): replaced as is. Registered
+            # again, LiteLLM 1.106.2 would merge it into a generalized entry of ~165 empty fields, which its
+            # zero-cost diagnostic then scans after every call of the model (~1.6 ms, measured).
+            litellm.model_cost[model.litellm_model] = entry
+            return
     else:
         entry = {
             key: value
@@ -360,7 +366,7 @@ class LLMClients:
     def _adapt(self, model: ModelConfig, asked: Asked, kwargs: dict[str, Any]) -> None:
         """``kwargs`` made right for ``model``, the deployment about to be called (in place): its headers
         (memory headers only where it is served through Supermemory), the client its provider takes, and a
-        Messages request made translatable for a provider that is not Anthropic. The Router's hook calls
+        Messages request made translatable for a provider that is not Anthropic. The Router's attempts call
         this for each deployment it tries, so a fallback or another deployment gets its own."""
         litellm_model = str(kwargs.get("model") or model.litellm_model)
         if asked.route != "messages":  # Messages to Anthropic passes through; to others, _translatable
@@ -398,13 +404,13 @@ class LLMClients:
     async def _routed(
         self, resolved: ResolvedModel, asked: Asked, method: str, record: usage.Record | None
     ) -> Any:
-        """A call through the Router: the hook adapts each attempt to its deployment."""
+        """A call through the Router: each attempt is adapted to its deployment (llm_router._AttemptSeam)."""
         assert self.router is not None
         call = Call(
             self.router, resolved.config.name, lambda model, attempt: self._adapt(model, asked, attempt)
         )
         # Left set for the rest of the request: the Router's stream may fall back while it is relayed (before
-        # its first byte reaches the client), and the hook and the guard look here.
+        # its first byte reaches the client), and the attempts and the guard look here.
         CALL.set(call)
         outbound = OUTBOUND.get()
         if outbound is not None and resolved.config.name in self._alternatives:

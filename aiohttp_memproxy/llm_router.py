@@ -69,7 +69,7 @@ ALLOWED_FAILS_CLASSES = tuple(
 
 @dataclass
 class Call:
-    """One gateway call through the Router: what the per-deployment hook needs, and what it learned."""
+    """One gateway call through the Router: what adapting its attempts needs, and what it learned."""
 
     router: GatewayRouter
     group: str  # the model group the client's model resolved to
@@ -247,6 +247,10 @@ class GatewayRouter(Router):
             raise e
         return await super().async_function_with_fallbacks_common_utils(e, *args, **kwargs)
 
+    def replay_model_cost_registrations(self) -> None:
+        """Not again: LiteLLM replays every live Router's price-map registrations when its map is
+        refreshed (``register_model`` among others), which would undo ``_PriceMap``'s restoring."""
+
     def callbacks(self) -> dict[str, list[Any]]:
         """The per-call callbacks of a call through this Router: its bookkeeping, which LiteLLM runs for
         this call only (``success_callback``/``failure_callback``, LiteLLM's dynamic callbacks)."""
@@ -287,7 +291,7 @@ class GatewayRouter(Router):
 
     def discard(self) -> None:
         """Out of LiteLLM's global callback lists: its own bound methods (LiteLLM's discard), and the objects
-        it and we put in ``litellm.callbacks`` (our hook, its strategy selector), which LiteLLM's first call
+        it put in ``litellm.callbacks`` (its strategy selector), which LiteLLM's first call
         after copies into every other list (``function_setup``, 1.106.2)."""
         self._unregister_router_selectors(self._selectors())
         self._remove_from_lists({id(selector) for selector in self._selectors()})
