@@ -589,3 +589,18 @@ async def test_a_reload_hands_the_routing_strategy_to_the_new_router(
     completion = await sdks.gpt(client).chat.completions.create(model="gpt", messages=MESSAGES)  # type: ignore[arg-type]
     assert completion.choices[0].message.content == "Hello from upstream"
     assert len(fake.seen) == 1
+
+
+async def test_the_price_map_stays_small_for_a_load_balanced_unknown_model(
+    app_client: AppClient, make_settings: Callable[..., Settings], upstreams: Upstreams
+) -> None:
+    """Registered twice (two deployments), or by LiteLLM's Router, an unknown model's entry would become
+    LiteLLM's ~165-field generalized one, which LiteLLM scans after every call of it (~1.6 ms)."""
+    [(_, url)] = await upstreams(1)
+    local = [openai_at("local", url), openai_at("local", url)]
+    for entry in local:
+        entry["litellm_params"]["model"] = "openai/local-coder-unknown"
+    await app_client(make_settings(base_config(model_list=local)))
+    entry = litellm.model_cost["openai/local-coder-unknown"]
+    assert set(entry) == {"litellm_provider", "mode", "memproxy_assumed"}
+    assert not any(key.startswith("local/") for key in litellm.model_cost)  # the Router's per-id entries
