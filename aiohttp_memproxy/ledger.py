@@ -175,17 +175,21 @@ class Ledger:
         await asyncio.to_thread(self._close)
 
 
-def read(path: Path, since: float) -> list[Row]:
-    """The rows since ``since`` (epoch seconds), oldest first, read-only; [] when there is no ledger yet."""
+def _select(path: Path, query: str, parameters: tuple[object, ...]) -> list[tuple[object, ...]]:
+    """``query``'s rows, read-only (beside a writing service); [] when there is no ledger yet."""
     if not path.is_file():
         return []
     connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
     try:
-        query = f"SELECT {', '.join(COLUMNS)} FROM requests WHERE ts >= ? ORDER BY ts"  # noqa: S608  # our names
-        found = connection.execute(query, (since,)).fetchall()
+        return connection.execute(query, parameters).fetchall()
     finally:
         connection.close()
-    return [_row(values) for values in found]
+
+
+def read(path: Path, since: float) -> list[Row]:
+    """The rows since ``since`` (epoch seconds), oldest first."""
+    query = f"SELECT {', '.join(COLUMNS)} FROM requests WHERE ts >= ? ORDER BY ts"  # noqa: S608  # our names
+    return [_row(values) for values in _select(path, query, (since,))]
 
 
 DAILY_GROUPS = ("client", "model")
@@ -193,38 +197,24 @@ DAILY_GROUPS = ("client", "model")
 
 def daily(path: Path, since: float, by: str) -> list[dict[str, object]]:
     """Per UTC day and ``by`` (client or model) since ``since``: requests, tokens (input + output), cost
-    (None where no row had a price). Summed by SQLite, read-only; [] when there is no ledger yet."""
+    (None where no row had a price). Summed by SQLite."""
     if by not in DAILY_GROUPS:
         raise ValueError(f"by: expected one of {DAILY_GROUPS}")
-    if not path.is_file():
-        return []
     query = (
         f"SELECT strftime('%Y-%m-%d', ts, 'unixepoch') AS day, {by}, COUNT(*), "  # noqa: S608  # by: checked
         "SUM(COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0)), SUM(cost_usd) "
         f"FROM requests WHERE ts >= ? GROUP BY day, {by} ORDER BY day, {by}"
     )
-    connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
-    try:
-        found = connection.execute(query, (since,)).fetchall()
-    finally:
-        connection.close()
     return [
         {"day": day, "key": key, "requests": requests, "tokens": tokens, "cost": cost}
-        for day, key, requests, tokens, cost in found
+        for day, key, requests, tokens, cost in _select(path, query, (since,))
     ]
 
 
 def latest(path: Path, limit: int) -> list[Row]:
     """The last ``limit`` rows, newest first."""
-    if not path.is_file():
-        return []
-    connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
-    try:
-        query = f"SELECT {', '.join(COLUMNS)} FROM requests ORDER BY ts DESC LIMIT ?"  # noqa: S608  # our names
-        found = connection.execute(query, (limit,)).fetchall()
-    finally:
-        connection.close()
-    return [_row(values) for values in found]
+    query = f"SELECT {', '.join(COLUMNS)} FROM requests ORDER BY ts DESC LIMIT ?"  # noqa: S608  # our names
+    return [_row(values) for values in _select(path, query, (limit,))]
 
 
 def overview(path: Path, since: float, limit: int) -> dict[str, object]:

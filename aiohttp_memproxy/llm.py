@@ -739,9 +739,12 @@ async def _items(
     """The items of a LiteLLM stream as they arrive; a failure mid-stream becomes ProxyError (the upstream's,
     or the gateway's translation); the stream is closed however it ends, its connection given back."""
     call = CALL.get()
+    attributed = None
     try:
         async for item in stream:
-            LLMClients._attribute(call, record)  # a fallback before the first byte changes who answers
+            if call is not None and call.deployment is not attributed:  # a fallback changed who answers
+                attributed = call.deployment
+                LLMClients._attribute(call, record)
             yield item
             if call is not None:
                 call.relayed = True
