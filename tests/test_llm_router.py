@@ -604,3 +604,29 @@ async def test_the_price_map_stays_small_for_a_load_balanced_unknown_model(
     entry = litellm.model_cost["openai/local-coder-unknown"]
     assert set(entry) == {"litellm_provider", "mode", "memproxy_assumed"}
     assert not any(key.startswith("local/") for key in litellm.model_cost)  # the Router's per-id entries
+
+
+async def test_a_deployments_model_info_is_built_once_and_handed_out_as_copies(
+    app_client: AppClient, make_settings: Callable[..., Settings], upstreams: Upstreams
+) -> None:
+    """LiteLLM builds it (a deep copy of the price map's entry) twice per call to learn the deployment has
+    no rpm/tpm limit: kept per Router, each caller its own top-level copy, what LiteLLM would build."""
+    [(_, url)] = await upstreams(1)
+    limited = openai_at("gpt", url, rpm=7)
+    client = await app_client(make_settings(base_config(model_list=[openai_at("gpt", url), limited])))
+    app = client.server.app
+    assert app is not None
+    router = app[RUNTIMES].current.llm.router
+    assert isinstance(router, llm_router.GatewayRouter)
+    for model_id in ("gpt/0", "gpt/1"):
+        deployment = router.get_deployment(model_id=model_id)
+        first = router.get_router_model_info(deployment, "gpt")
+        litellms = litellm.Router.get_router_model_info(router, deployment, "gpt")
+        assert first == litellms
+        assert first["input_cost_per_token"] == 2.5e-6  # gpt-4o's price
+        first["rpm"] = 99
+        again = router.get_router_model_info(None, "gpt", id=model_id)
+        assert again is not first
+        assert again == litellms
+    assert router.get_router_model_info(None, "gpt", id="gpt/1")["rpm"] == 7
+    assert len(router._model_info) == 2
