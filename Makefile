@@ -58,9 +58,10 @@ lint: $(VENV)/.installed-dev
 check: $(VENV)/.installed
 	$(BIN)/memproxy check --config $(CONFIG)
 
-# Measured from outside, on loopback: see tests/bench.py. COMPARE=1 adds a LiteLLM proxy server (make bench-deps).
+# Measured from outside, on loopback: see tests/bench.py. COMPARE=1 adds a LiteLLM proxy server (make bench-deps);
+# LEDGER_ONLY=1 measures only what the usage ledger costs (two gateways, ledger on and off, in turns).
 bench: $(VENV)/.installed-dev
-	$(BIN)/python -m tests.bench $(if $(COMPARE),--compare)
+	$(BIN)/python -m tests.bench $(if $(COMPARE),--compare) $(if $(LEDGER_ONLY),--ledger-only)
 
 # CLIENTS clients for DURATION seconds against an upstream that challenges, throttles and cuts streams at random.
 load: $(VENV)/.installed-dev

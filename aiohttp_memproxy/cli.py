@@ -120,6 +120,8 @@ def usage(args: argparse.Namespace, config: str, out: TextIO, err: TextIO) -> in
         return 2
     assert settings.proxy.state_dir is not None  # settings fill it in
     path = settings.proxy.state_dir / ledger.FILE_NAME
+    if not settings.proxy.usage_ledger:
+        print("memproxy usage: this config turns the ledger off (memproxy.usage_ledger: false)", file=err)
     try:
         rows = ledger.read(path, since)
     except sqlite3.Error as exc:

@@ -229,7 +229,8 @@ def overview(path: Path, since: float, limit: int) -> dict[str, object]:
         }
     except sqlite3.Error as exc:
         log.warning("ledger_read_failed", path=str(path), error=type(exc).__name__)
-        return {"by_client": [], "by_model": [], "latest": [], "error": "the usage ledger cannot be read"}
+        error = "the usage ledger cannot be read (see the gateway's log)"
+        return {"by_client": [], "by_model": [], "latest": [], "error": error}
 
 
 def _row(values: Iterable[object]) -> Row:
@@ -239,8 +240,14 @@ def _row(values: Iterable[object]) -> Row:
 
 
 async def ledger(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: the ledger and its writer for the app's lifetime; the last rows written at exit."""
+    """Cleanup context: the ledger and its writer for the app's lifetime; the last rows written at exit.
+    None with ``memproxy.usage_ledger: false``: no row, no usage asked of an upstream for it, no token
+    metrics (the process's setting: it changes at a restart)."""
     settings = app[SETTINGS]
+    if not settings.proxy.usage_ledger:
+        log.info("usage_ledger_off")
+        yield
+        return
     assert settings.proxy.state_dir is not None  # settings fill it in
     book = Ledger(settings.proxy.state_dir / FILE_NAME, settings.proxy.usage_retention_days, app[METRICS])
     app[LEDGER] = book

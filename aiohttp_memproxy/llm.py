@@ -564,12 +564,12 @@ class LLMClients:
             for frame in sse.anthropic_message_events(stream):
                 yield frame
             return
-        reader = usage.AnthropicStreamUsage()
+        reader = usage.AnthropicStreamUsage() if record is not None else None
         async with contextlib.aclosing(_items(stream, model.name, record)) as items:
             async for data in items:
                 frame = data if isinstance(data, bytes) else str(data).encode()
-                reader.feed(frame)
-                if record is not None:
+                if reader is not None and record is not None:
+                    reader.feed(frame)
                     record.tokens = reader.tokens
                 if translated and frame.startswith(b"event: error"):
                     raise errors.UpstreamUnreachable(

@@ -183,6 +183,7 @@ class ProxySettings(_Section):
     retry_after_max_s: float = Field(default=30, ge=0)
     drain_timeout_s: float = Field(default=30, ge=0)
     cookie_save_interval_s: float = Field(default=60, gt=0)
+    usage_ledger: bool = True  # a row per model request in <state_dir>/usage.sqlite3 (and token metrics)
     usage_retention_days: float = Field(default=90, gt=0)  # the usage ledger's rows are kept this long
     mode: Literal["sdk", "forward"] = "sdk"
     upstream: str | None = None  # forward mode: the base URL every /v1/* request is proxied to

@@ -82,6 +82,7 @@ async def ui(request: web.Request) -> web.Response:
     )
 
 
+LEDGER_OFF = "the usage ledger is off (memproxy.usage_ledger: false)"
 # The page's own inline script and style, and requests to this origin only.
 UI_CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
@@ -93,10 +94,14 @@ UI_CSP = (
 async def ui_data(request: web.Request) -> web.Response:
     """The status page's data (same auth as the API): the gateway's state, and usage from the ledger: per
     day by client and by model over UI_DAYS, and the last UI_LATEST requests."""
-    book = request.app[LEDGER]
-    await book.flush()  # what was just answered shows
+    book = request.app.get(LEDGER)
     since = time.time() - UI_DAYS * 86400
-    found = await asyncio.to_thread(ledger.overview, book.path, since, UI_LATEST)
+    found: dict[str, object]
+    if book is None:
+        found = {"by_client": [], "by_model": [], "latest": [], "error": LEDGER_OFF}
+    else:
+        await book.flush()  # what was just answered shows
+        found = await asyncio.to_thread(ledger.overview, book.path, since, UI_LATEST)
     return web.json_response(
         {
             "state": _state(request),
@@ -233,15 +238,16 @@ def _require(body: dict[str, Any], name: str, kind: type | tuple[type, ...], wha
 @sdk_routes.post("/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body, resolved, user = await _model_request(request, "chat")
-    llm, record = request[RUNTIME].llm, request[USAGE]
+    llm, record = request[RUNTIME].llm, request.get(USAGE)
     streaming = body.get("stream") is True
     # A stream's usage comes as its last chunk only when asked for: asked for by llm, and that chunk kept
     # from a client that did not ask (the ledger needs the tokens; the client gets the stream it asked for).
-    hide_usage = streaming and not _asked_usage(body)
+    hide_usage = streaming and record is not None and not _asked_usage(body)
     result = await llm.chat(resolved, body, user, record, usage_for_ledger=hide_usage)
     if streaming:
         return await sse.openai_stream(request, llm.chunks(result, resolved.config.name, record, hide_usage))
-    record.tokens = usage.openai_chat(_usage_of(result))
+    if record is not None:
+        record.tokens = usage.openai_chat(_usage_of(result))
     return web.json_response(text=result.model_dump_json(exclude_none=True))
 
 
@@ -276,7 +282,7 @@ async def _model_request(
     router = request[RUNTIME].router
     decision = router.decide(request.headers)
     structlog.contextvars.bind_contextvars(model=resolved.config.name, user_id=decision.user_id)
-    if route != "count_tokens":  # a model request: the ledger gets a row for it (middlewares)
+    if route != "count_tokens" and LEDGER in request.app:  # a model request: a ledger row (middlewares)
         request[USAGE] = usage.Record(litellm_model=resolved.litellm_model, provider=resolved.config.provider)
     return body, resolved, decision
 
@@ -288,11 +294,12 @@ async def messages(request: web.Request) -> web.StreamResponse:
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequest("max_tokens: expected a positive integer", param="max_tokens")
-    llm, record = request[RUNTIME].llm, request[USAGE]
+    llm, record = request[RUNTIME].llm, request.get(USAGE)
     result = await llm.messages(resolved, body, user, _client_headers(request), record)
     if body.get("stream") is True:
         return await sse.anthropic_stream(request, llm.events(result, resolved.config, record))
-    record.tokens = usage.anthropic(result.get("usage") if isinstance(result, dict) else None)
+    if record is not None:
+        record.tokens = usage.anthropic(result.get("usage") if isinstance(result, dict) else None)
     return web.json_response(result)
 
 
@@ -309,11 +316,12 @@ async def count_tokens(request: web.Request) -> web.Response:
 async def responses(request: web.Request) -> web.StreamResponse:
     """The OpenAI Responses API (Codex CLI): native where the upstream has it, else bridged by LiteLLM."""
     body, resolved, user = await _model_request(request, "responses")
-    llm, record = request[RUNTIME].llm, request[USAGE]
+    llm, record = request[RUNTIME].llm, request.get(USAGE)
     result = await llm.responses(resolved, body, user, record)
     if body.get("stream") is True:
         return await sse.responses_stream(request, llm.response_events(result, resolved.config.name, record))
-    record.tokens = usage.responses(_usage_of(result))
+    if record is not None:
+        record.tokens = usage.responses(_usage_of(result))
     return web.json_response(text=result.model_dump_json(exclude_none=True))
 
 

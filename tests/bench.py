@@ -42,6 +42,8 @@ CONCURRENCY = (1, 10, 50, 200)
 REQUESTS_PER_LEVEL = {1: 200, 10: 500, 50: 1000, 200: 2000}
 TOTAL_REQUESTS = 10_000
 LATENCY_SAMPLES = 200
+LEDGER_TURNS = 12  # the usage ledger on, off and off again: each this many batches, in turns
+LEDGER_BATCH = 40
 HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "bench-key-0123456789abcdef"}
 
 
@@ -208,7 +210,84 @@ async def wait_port(base: str, path: str, seconds: float = 60) -> float:
     raise RuntimeError(f"{base} did not come up in {seconds} s")
 
 
-def write_config(directory: Path, upstream: str) -> Path:
+def cpu_s(pid: int) -> float:
+    """The process's CPU time so far, every thread's (utime + stime in /proc/<pid>/stat)."""
+    after_name = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """The mean and the half-width of its ~95 % interval (2 standard errors)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    variance = sum((value - mean) ** 2 for value in values) / (len(values) - 1)
+    return mean, 2 * math.sqrt(variance / len(values))
+
+
+async def recording_cost(on: Target, off: Target, control: Target) -> dict[str, Any]:
+    """What the usage ledger costs a request: gateways alike but for ``memproxy.usage_ledger`` (on, off, and
+    a second one off as the control), measured in turns (a batch of LEDGER_BATCH requests each, the order
+    rotating), so that this machine's speed, which moves over minutes, moves them alike. Per dialect and
+    kind: the p50 latency of each, and the CPU per request (every thread of the process) of on and of the
+    control minus off's in the same turn, as a mean with its ~95 % interval. The control's difference is
+    what two identical gateways differ by: the cost is measurable only beyond it."""
+    targets = [on, off, control]
+    found: dict[str, Any] = {}
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        for target in targets:
+            for dialect in DIALECTS:
+                for stream in (False, True):
+                    await sequential(session, target, dialect, stream, 25)
+        for dialect in DIALECTS:
+            for stream in (False, True):
+                samples: dict[str, list[float]] = {target.name: [] for target in targets}
+                cpu: dict[str, list[float]] = {target.name: [] for target in targets}
+                for turn in range(LEDGER_TURNS):
+                    for target in targets[turn % 3 :] + targets[: turn % 3]:
+                        assert target.pid is not None
+                        started = cpu_s(target.pid)
+                        batch = await sequential(session, target, dialect, stream, LEDGER_BATCH)
+                        cpu[target.name].append(1000 * (cpu_s(target.pid) - started) / LEDGER_BATCH)
+                        samples[target.name] += [sample.total_ms for sample in batch if sample.ok]
+                row: dict[str, Any] = {
+                    target.name: {
+                        "p50_ms": round(percentile(samples[target.name], 50), 3),
+                        "success": round(100 * len(samples[target.name]) / (LEDGER_TURNS * LEDGER_BATCH), 2),
+                    }
+                    for target in targets
+                }
+                for target in (on, control):
+                    paired = [mine - base for mine, base in zip(cpu[target.name], cpu[off.name], strict=True)]
+                    mean, half = mean_interval(paired)
+                    row[target.name]["cpu_ms_vs_off"] = {"mean": round(mean, 3), "interval": round(half, 3)}
+                found[f"{dialect} {'stream' if stream else 'plain'}"] = row
+    return found
+
+
+def recording_table(found: dict[str, Any]) -> str:
+    lines = [
+        "\n== usage ledger: on, off, and a second off (control), in turns ==",
+        f"{'row':<18}{'p50 ms on/off/control':>24}{'CPU ms/req on-off':>20}{'control-off':>16}",
+    ]
+    for name, row in found.items():
+        on, off, control = row["ledger-on"], row["ledger-off"], row["control-off"]
+        lines.append(
+            f"{name:<18}{on['p50_ms']:>10.2f}/{off['p50_ms']:.2f}/{control['p50_ms']:<6.2f}"
+            f"{_interval(on['cpu_ms_vs_off']):>20}{_interval(control['cpu_ms_vs_off']):>16}"
+        )
+    return "\n".join(lines)
+
+
+def _interval(value: dict[str, float]) -> str:
+    return f"{value['mean']:+.2f}±{value['interval']:.2f}"
+
+
+def write_config(
+    directory: Path, upstream: str, ledger: bool = True, name: str = "bench-config.yaml"
+) -> Path:
     config = {
         "model_list": [
             {
@@ -242,7 +321,9 @@ def write_config(directory: Path, upstream: str) -> Path:
         "general_settings": {"master_key": HEADERS["x-api-key"]},
         "litellm_settings": {"drop_params": True},
     }
-    path = directory / "bench-config.yaml"
+    if not ledger:
+        config["memproxy"] = {"usage_ledger": False}
+    path = directory / name
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -350,6 +431,25 @@ def goals(proxy: Target, litellm: Target | None) -> dict[str, bool | None]:
     return found
 
 
+async def recording_run(
+    tmp: Path, upstream: str, env: dict[str, str], processes: list[subprocess.Popen[bytes]]
+) -> dict[str, Any]:
+    """Three fresh gateways: the usage ledger on, off, and off again (the control), measured in turns."""
+    targets = []
+    for name, ledger in (("ledger-on", True), ("ledger-off", False), ("control-off", False)):
+        config = write_config(tmp, upstream, ledger=ledger, name=f"{name}.yaml")
+        port = free_port()
+        process = spawn(serve_command(config, port, tmp / name), env)
+        processes.append(process)
+        await wait_port(f"http://127.0.0.1:{port}", "/health/readiness")
+        targets.append((process, Target(name, f"http://127.0.0.1:{port}", pid=process.pid)))
+    try:
+        return await recording_cost(*(target for _, target in targets))
+    finally:
+        for process, _ in targets:
+            stop(process)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     processes: list[subprocess.Popen[bytes]] = []
@@ -368,6 +468,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             processes.append(spawn(fake, env))
             upstream = f"http://127.0.0.1:{up_port}"
             await wait_port(upstream, "/")
+            if args.ledger_only:
+                recording = await recording_run(Path(tmp), upstream, env, processes)
+                print(recording_table(recording))
+                return {"chunks": args.chunks, "usage_ledger": recording}
             config = write_config(Path(tmp), upstream)
             port = free_port()
             started = time.perf_counter()
@@ -387,6 +491,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # One server at a time: an idle LiteLLM proxy still runs background jobs that would take CPU
             # from ours on a small machine, and the other way round.
             stop(proxy_process)
+            recording = await recording_run(Path(tmp), upstream, env, processes)
             litellm = None
             if args.compare:
                 litellm_port = free_port()
@@ -416,9 +521,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 stop(process)
     achieved = goals(proxy, litellm)
     print(table(targets, achieved))
+    print(recording_table(recording))
     report = {
         "chunks": args.chunks,
         "targets": {t.name: {"start_to_ready_s": t.start_to_ready_s, **t.results} for t in targets},
+        "usage_ledger": recording,
         "goals": achieved,
     }
     Path(args.output).write_text(json.dumps(report, indent=2))  # noqa: ASYNC240  # once, at the very end
@@ -434,6 +541,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--litellm", default=".bench-venv/bin/litellm", help="the litellm CLI for --compare")
     parser.add_argument("--output", default="bench-results.json")
+    parser.add_argument(
+        "--ledger-only", action="store_true", help="only the usage ledger's cost (on vs off, in turns)"
+    )
     asyncio.run(run(parser.parse_args(argv)))
 
 

@@ -11,7 +11,17 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.bench import DIALECTS, Target, goals, overhead, percentile, summary, table
+from tests.bench import (
+    DIALECTS,
+    Target,
+    goals,
+    mean_interval,
+    overhead,
+    percentile,
+    recording_table,
+    summary,
+    table,
+)
 from tests.fake_upstream import CLEARANCE, FakeUpstream, Scripted
 from tests.load import classify
 
@@ -26,6 +36,23 @@ def test_percentile_interpolates_like_numpy() -> None:
     assert math.isnan(percentile([], 50))
     assert summary([1.0, 2.0, 3.0, 4.0]) == {"p50": 2.5, "p95": 3.85, "p99": 3.97}
     assert overhead({"p50": 3.0, "p95": 5.5}, {"p50": 1.0, "p95": 2.0}) == {"p50": 2.0, "p95": 3.5}
+
+
+def test_recording_cost_is_a_mean_with_its_interval_beside_the_controls() -> None:
+    mean, half = mean_interval([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5
+    assert half == pytest.approx(2 * math.sqrt((2.25 + 0.25 + 0.25 + 2.25) / 3 / 4))
+    assert math.isnan(mean_interval([1.0])[1])
+    row = {
+        "ledger-on": {"p50_ms": 5.0, "success": 100.0, "cpu_ms_vs_off": {"mean": 0.12, "interval": 0.5}},
+        "ledger-off": {"p50_ms": 4.9, "success": 100.0},
+        "control-off": {"p50_ms": 5.1, "success": 100.0, "cpu_ms_vs_off": {"mean": -0.3, "interval": 0.4}},
+    }
+    text = recording_table({"openai plain": row})
+    assert "openai plain" in text
+    assert "5.00/4.90/5.10" in text
+    assert "+0.12±0.50" in text
+    assert "-0.30±0.40" in text
 
 
 def dialect_row(overhead_p50: float, rps: float) -> dict[str, Any]:

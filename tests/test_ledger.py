@@ -395,3 +395,50 @@ async def test_a_relative_state_dir_is_read_too(tmp_path: Path, monkeypatch: pyt
     await book.aclose()
     assert len(ledger.read(path, 0)) == 1
     assert ledger.overview(path, 0, 10)["error"] is None
+
+
+async def test_the_ledger_can_be_turned_off(
+    app_client: AppClient,
+    gateway_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """memproxy.usage_ledger: false: no file, no row, no usage asked of an upstream for it, no token
+    metrics; /ui and `memproxy usage` say it is off; the answers are the same."""
+    fake, _ = upstream
+    settings = gateway_settings(usage_ledger=False)
+    client = await app_client(settings)
+    async with openai.AsyncOpenAI(
+        base_url=str(client.make_url("/v1")), api_key="unused", max_retries=0
+    ) as sdk:
+        chunks = [
+            c
+            async for c in await sdk.chat.completions.create(
+                model="gpt-4o-up", messages=MESSAGES, stream=True
+            )
+        ]  # type: ignore[arg-type]
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello from upstream"
+        assert "stream_options" not in fake.seen[-1].body  # nobody asked for usage
+        completion = await sdk.chat.completions.create(model="gpt-4o-up", messages=MESSAGES)  # type: ignore[arg-type]
+        assert completion.usage is not None
+        assert completion.usage.prompt_tokens == 5
+    claude = anthropic.AsyncAnthropic(base_url=str(client.make_url("")), api_key="unused", max_retries=0)
+    async with claude, claude.messages.stream(model="claude-up", max_tokens=64, messages=MESSAGES) as events:  # type: ignore[arg-type]
+        assert await events.get_final_text() == "Hello from upstream"
+    app = client.server.app
+    assert app is not None
+    assert LEDGER not in app
+    assert settings.proxy.state_dir is not None
+    assert not (settings.proxy.state_dir / ledger.FILE_NAME).exists()
+    metrics = await (await client.get("/metrics")).text()
+    assert "memproxy_tokens_total{" not in metrics
+    assert 'memproxy_requests_total{model="gpt-4o-up"' in metrics  # requests are still counted
+    data = await (await client.get("/ui/data")).json()
+    assert data["usage"]["error"] == "the usage ledger is off (memproxy.usage_ledger: false)"
+    assert data["latest"] == []
+    assert data["state"]["models"]["available"]
+    state = str(settings.proxy.state_dir)
+    assert cli.main(["usage", "--config", str(settings.source), "--state-dir", state]) == 0
+    captured = capsys.readouterr()
+    assert "turns the ledger off (memproxy.usage_ledger: false)" in captured.err
+    assert "no requests in the ledger" in captured.out
