@@ -6,16 +6,22 @@ success rates; 200 concurrent streams; RSS after warm-up and after 10,000 reques
 ready; for each dialect (chat completions, Messages, Responses, and chat completions to a model group of two
 deployments, which both proxies serve through LiteLLM's Router). With ``--compare`` (``make bench
 COMPARE=1``), a LiteLLM proxy server (one worker, from ``make bench-deps``) runs the same rows on the same
-upstream, side by side with ratios. Nothing leaves loopback; nothing here asserts a timing.
+upstream, side by side with ratios. Throughput and memory are measured one proxy at a time (the other's
+process group stopped); latency in turns, every target a batch at a time, so that this machine's speed,
+which moves by a third over minutes, moves every figure alike. Then what the usage ledger costs: three
+gateways (ledger on, off, and off again as the control), in turns. Nothing leaves loopback; nothing here
+asserts a timing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +47,8 @@ DIALECTS: dict[str, dict[str, Any]] = {
 CONCURRENCY = (1, 10, 50, 200)
 REQUESTS_PER_LEVEL = {1: 200, 10: 500, 50: 1000, 200: 2000}
 TOTAL_REQUESTS = 10_000
-LATENCY_SAMPLES = 200
+LATENCY_TURNS = 10  # latency: every target this many batches, in turns (200 samples per row)
+LATENCY_BATCH = 20
 LEDGER_TURNS = 12  # the usage ledger on, off and off again: each this many batches, in turns
 LEDGER_BATCH = 40
 HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "bench-key-0123456789abcdef"}
@@ -153,7 +160,9 @@ async def concurrent(
     }
 
 
-async def measure(target: Target, direct: Target | None, counted: list[int]) -> None:
+async def measure(target: Target, counted: list[int]) -> None:
+    """Throughput and memory, one target alone: warm-up, requests/s at each concurrency, 200 streams at once,
+    the rest of the 10,000 requests, RSS after warm-up and after them."""
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -164,15 +173,7 @@ async def measure(target: Target, direct: Target | None, counted: list[int]) -> 
         if target.pid:
             target.results["rss_after_warmup_mb"] = rss_mb(target.pid)
         for dialect in DIALECTS:
-            row: dict[str, Any] = {}
-            for stream in (False, True):
-                samples = await sequential(session, target, dialect, stream, LATENCY_SAMPLES)
-                counted[0] += LATENCY_SAMPLES
-                kind = "stream" if stream else "plain"
-                row[f"{kind}_ms"] = summary([s.total_ms for s in samples if s.ok])
-                if stream:
-                    row["first_byte_ms"] = summary([s.first_byte_ms for s in samples if s.ok])
-                row[f"{kind}_success"] = round(100 * sum(s.ok for s in samples) / len(samples), 2)
+            row: dict[str, Any] = target.results.setdefault(dialect, {})
             for level in CONCURRENCY:
                 row[f"c{level}"] = await concurrent(
                     session, target, dialect, False, level, REQUESTS_PER_LEVEL[level]
@@ -180,7 +181,6 @@ async def measure(target: Target, direct: Target | None, counted: list[int]) -> 
                 counted[0] += REQUESTS_PER_LEVEL[level]
             row["streams_c200"] = await concurrent(session, target, dialect, True, 200, 200)
             counted[0] += 200
-            target.results[dialect] = row
         while target.pid and counted[0] < TOTAL_REQUESTS:  # the rest of the 10,000, then memory
             batch = min(1000, TOTAL_REQUESTS - counted[0])
             await concurrent(session, target, "openai", False, 50, batch)
@@ -188,9 +188,51 @@ async def measure(target: Target, direct: Target | None, counted: list[int]) -> 
         if target.pid:
             target.results["rss_after_10k_mb"] = rss_mb(target.pid)
             target.results["requests_sent"] = counted[0]
-    if direct is not None:
+
+
+def pause(proxies: Sequence[Target], running: Target | None) -> None:
+    """Only ``running`` runs: every other proxy (its process group) is stopped (SIGSTOP), so that none
+    takes CPU from the one measured (an idle LiteLLM proxy runs background jobs)."""
+    for proxy in proxies:
+        assert proxy.pid is not None
+        os.killpg(proxy.pid, signal.SIGCONT if proxy is running else signal.SIGSTOP)
+
+
+async def latency(direct: Target, proxies: Sequence[Target]) -> None:
+    """Latency rows (plain, stream, first byte) of the upstream itself and every proxy, measured in turns:
+    LATENCY_TURNS batches of LATENCY_BATCH sequential requests each, the order rotating, only the measured
+    one running. This machine's speed moves over minutes; in turns it moves every target's figures
+    alike, so that the overheads (proxy minus direct) and their ratios compare like with like."""
+    targets = [direct, *proxies]
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            for dialect in DIALECTS:
+                for stream in (False, True):
+                    samples: dict[str, list[Sample]] = {target.name: [] for target in targets}
+                    for turn in range(LATENCY_TURNS):
+                        shift = turn % len(targets)
+                        for target in targets[shift:] + targets[:shift]:
+                            pause(proxies, target)
+                            samples[target.name] += await sequential(
+                                session, target, dialect, stream, LATENCY_BATCH
+                            )
+                    kind = "stream" if stream else "plain"
+                    for target in targets:
+                        row = target.results.setdefault(dialect, {})
+                        found = samples[target.name]
+                        row[f"{kind}_ms"] = summary([s.total_ms for s in found if s.ok])
+                        if stream:
+                            row["first_byte_ms"] = summary([s.first_byte_ms for s in found if s.ok])
+                        row[f"{kind}_success"] = round(100 * sum(s.ok for s in found) / len(found), 2)
+    finally:
+        for proxy in proxies:
+            assert proxy.pid is not None
+            os.killpg(proxy.pid, signal.SIGCONT)
+    for proxy in proxies:
         for dialect in DIALECTS:
-            mine, theirs = target.results[dialect], direct.results[dialect]
+            mine, theirs = proxy.results[dialect], direct.results[dialect]
             mine["overhead_plain_ms"] = overhead(mine["plain_ms"], theirs["plain_ms"])
             mine["overhead_stream_ms"] = overhead(mine["stream_ms"], theirs["stream_ms"])
             mine["overhead_first_byte_ms"] = overhead(mine["first_byte_ms"], theirs["first_byte_ms"])
@@ -349,12 +391,17 @@ def serve_command(config: Path, port: int, state_dir: Path) -> list[str]:
 
 
 def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A child process whose output is not read (the bench measures it from outside)."""
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """A child process whose output is not read (the bench measures it from outside), in a process group
+    of its own (``pause`` stops and continues the whole group)."""
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGCONT)  # a paused one would not see its SIGTERM
         process.terminate()
         process.wait(timeout=60)
 
@@ -486,14 +533,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 start_to_ready_s=time.perf_counter() - started,
             )
             targets = [direct, proxy]
-            await measure(direct, None, [0])
-            await measure(proxy, direct, [0])
-            # One server at a time: an idle LiteLLM proxy still runs background jobs that would take CPU
-            # from ours on a small machine, and the other way round.
-            stop(proxy_process)
-            recording = await recording_run(Path(tmp), upstream, env, processes)
+            await measure(direct, [0])
+            await measure(proxy, [0])
             litellm = None
             if args.compare:
+                # One server at a time: an idle LiteLLM proxy still runs background jobs that would take
+                # CPU from ours on a small machine, and the other way round.
+                pause([proxy], None)
                 litellm_port = free_port()
                 started = time.perf_counter()
                 command = [
@@ -515,7 +561,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     start_to_ready_s=time.perf_counter() - started,
                 )
                 targets.append(litellm)
-                await measure(litellm, direct, [0])
+                await measure(litellm, [0])
+            await latency(direct, targets[1:])
+            for process in processes[1:]:  # the proxies: the ledger's gateways are measured alone
+                stop(process)
+            recording = await recording_run(Path(tmp), upstream, env, processes)
         finally:
             for process in processes:
                 stop(process)
