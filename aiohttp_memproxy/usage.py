@@ -144,63 +144,6 @@ class AnthropicStreamUsage:
         self.tokens.merge(anthropic(usage))
 
 
-class ChatUsageTap:
-    """Takes the usage-only chunk out of an OpenAI chat stream's bytes, and reads it (``tokens``).
-
-    The gateway asks an OpenAI-compatible upstream for a stream's usage when the client did not (the
-    ledger needs it); the answer is one more chunk, ``"choices": []`` with ``usage``, which LiteLLM and the
-    OpenAI SDK would parse and model like any other (~0.5 ms of CPU a chunk here) only for the gateway to
-    drop it. Every other byte passes unchanged; a line is held back only until its end arrives (an SSE
-    event is whole only then anyway), a line longer than MAX_LINE not even that long.
-    """
-
-    MAX_LINE = 64 * 1024
-
-    def __init__(self) -> None:
-        self.tokens = Tokens()
-        self._partial = b""
-        self._taken = False  # the line just taken out was a usage chunk's: its blank line goes too
-
-    def feed(self, chunk: bytes) -> bytes:
-        data = self._partial + chunk if self._partial else chunk
-        cut = data.rfind(b"\n") + 1
-        self._partial = data[cut:]
-        if len(self._partial) > self.MAX_LINE:
-            cut, self._partial = len(data), b""
-        if not self._taken and b'"choices"' not in data[:cut]:
-            return data[:cut]  # nothing to take out here (the usual chunk)
-        kept = []
-        for line in data[:cut].split(b"\n")[:-1]:
-            if self._taken:
-                self._taken = False
-                if not line.strip():
-                    continue
-            if line.startswith(b"data:") and self._usage_only(line[5:]):
-                self._taken = True
-                continue
-            kept.append(line + b"\n")
-        return b"".join(kept)
-
-    def end(self) -> bytes:
-        """What is left of an unfinished last line, as it came."""
-        rest, self._partial = self._partial, b""
-        return rest
-
-    def _usage_only(self, payload: bytes) -> bool:
-        if b'"usage"' not in payload or b"[]" not in payload:  # no usage, or choices not empty
-            return False
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            return False
-        if not isinstance(event, dict) or event.get("choices") != []:
-            return False
-        if not isinstance(event.get("usage"), dict):
-            return False
-        self.tokens.merge(openai_chat(event["usage"]))
-        return True
-
-
 @dataclass
 class Record:
     """What a model request's ledger row needs beyond the canonical log line's fields, filled in as the

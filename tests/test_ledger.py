@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from aiohttp_memproxy import cli, ledger, report, usage
+from aiohttp_memproxy import cli, ledger, report
 from aiohttp_memproxy.keys import LEDGER, RUNTIMES
 from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.settings import Settings
@@ -85,31 +85,6 @@ async def test_chat_rows_carry_tokens_and_litellm_cost(
     assert 0 < row.first_byte_ms <= row.latency_ms
     assert row.fallback is False
     assert row.attempts == 1
-
-
-@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
-def test_the_usage_chunk_is_taken_out_of_a_chat_streams_bytes_wherever_they_break(newline: bytes) -> None:
-    """The chunk the gateway asked for (the client did not) never reaches LiteLLM: taken out of the bytes,
-    read, and every other byte passes unchanged, however the upstream's writes cut the stream."""
-    events = [
-        b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"usage":null}',
-        b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}',
-        b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}',
-        b"data: [DONE]",
-    ]
-    frames = [event + newline + newline for event in events]
-    whole = b"".join(frames)
-    for size in (1, 2, 7, 50, len(whole)):
-        tap = usage.ChatUsageTap()
-        passed = b"".join(tap.feed(whole[i : i + size]) for i in range(0, len(whole), size)) + tap.end()
-        assert passed == frames[0] + frames[1] + frames[3]
-        assert (tap.tokens.input, tap.tokens.output) == (5, 3)
-    # Usage on a chunk with choices (some servers put it on the last one) passes, for the SDK path to read;
-    # an unfinished last line comes out at the end as it came.
-    tap = usage.ChatUsageTap()
-    mixed = b'data: {"choices":[{"index":0,"delta":{}}],"usage":{"prompt_tokens":1}}' + newline * 2
-    assert tap.feed(mixed + b'data: {"choi') + tap.end() == mixed + b'data: {"choi'
-    assert not tap.tokens.known
 
 
 async def test_a_stream_that_asked_for_usage_keeps_its_usage_chunk(
