@@ -288,12 +288,15 @@ async def recording_cost(on: Target, off: Target, control: Target) -> dict[str, 
                 samples: dict[str, list[float]] = {target.name: [] for target in targets}
                 cpu: dict[str, list[float]] = {target.name: [] for target in targets}
                 for turn in range(LEDGER_TURNS):
+                    # Each one's CPU over the whole turn: the ledger writes its rows in a thread once a
+                    # second, whichever gateway is being asked at that moment.
+                    started = {target.name: cpu_s(target.pid or 0) for target in targets}
                     for target in targets[turn % 3 :] + targets[: turn % 3]:
-                        assert target.pid is not None
-                        started = cpu_s(target.pid)
                         batch = await sequential(session, target, dialect, stream, LEDGER_BATCH)
-                        cpu[target.name].append(1000 * (cpu_s(target.pid) - started) / LEDGER_BATCH)
                         samples[target.name] += [sample.total_ms for sample in batch if sample.ok]
+                    for target in targets:
+                        used = cpu_s(target.pid or 0) - started[target.name]
+                        cpu[target.name].append(1000 * used / LEDGER_BATCH)
                 row: dict[str, Any] = {
                     target.name: {
                         "p50_ms": round(percentile(samples[target.name], 50), 3),
@@ -399,11 +402,19 @@ def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
+    """The process and its group (a LiteLLM proxy's workers): continued (a paused one would not see its
+    SIGTERM), terminated, killed if it has not ended within a minute."""
+    if process.poll() is not None:
+        return
+    for sent in (signal.SIGCONT, signal.SIGTERM):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGCONT)  # a paused one would not see its SIGTERM
-        process.terminate()
+            os.killpg(process.pid, sent)
+    try:
         process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def table(targets: list[Target], goals: dict[str, Any]) -> str:
