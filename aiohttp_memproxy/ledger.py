@@ -229,8 +229,12 @@ def overview(path: Path, since: float, limit: int) -> dict[str, object]:
         }
     except sqlite3.Error as exc:
         log.warning("ledger_read_failed", path=str(path), error=type(exc).__name__)
-        error = "the usage ledger cannot be read (see the gateway's log)"
-        return {"by_client": [], "by_model": [], "latest": [], "error": error}
+        return no_overview("the usage ledger cannot be read (see the gateway's log)")
+
+
+def no_overview(error: str) -> dict[str, object]:
+    """/ui's usage where there is none to show, and why."""
+    return {"by_client": [], "by_model": [], "latest": [], "error": error}
 
 
 def _row(values: Iterable[object]) -> Row:

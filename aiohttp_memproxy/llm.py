@@ -122,10 +122,15 @@ def client_kind(provider: str) -> str | None:
     return CLIENT_KIND.get(provider)
 
 
+def _assumed(litellm_model: str) -> bool:
+    """Whether the price map's entry for this model is one we registered for a model LiteLLM does not know."""
+    return bool((litellm.model_cost.get(litellm_model) or {}).get(ASSUMED))
+
+
 def _known_info(litellm_model: str) -> dict[str, Any] | None:
     """What LiteLLM's price map says of this model, or None when it does not know it (an entry we registered
     for an unknown model, in this process, by any app, is not knowledge)."""
-    if litellm.model_cost.get(litellm_model, {}).get(ASSUMED):
+    if _assumed(litellm_model):
         return None
     if litellm_model.startswith(ASKS_SERVER):  # LiteLLM would ask the model's server, blocking, at startup
         return None
@@ -153,7 +158,7 @@ def register_model_info(model: ModelConfig) -> None:
     known = _known_info(model.litellm_model)
     if known is None:
         entry: dict[str, Any] = {"litellm_provider": model.provider, "mode": "chat", **info, ASSUMED: True}
-        if (litellm.model_cost.get(model.litellm_model) or {}).get(ASSUMED):
+        if _assumed(model.litellm_model):
             # Ours already (another deployment of the model, an earlier config): replaced as is. Registered
             # again, LiteLLM 1.106.2 would merge it into a generalized entry of ~165 empty fields, which its
             # zero-cost diagnostic then scans after every call of the model (~1.6 ms, measured).
@@ -684,7 +689,7 @@ class LLMClients:
         tokens = record.tokens
         if not tokens.known or not record.litellm_model:
             return None
-        if litellm.model_cost.get(record.litellm_model, {}).get(ASSUMED):
+        if _assumed(record.litellm_model):
             # No price known (we registered the model for LiteLLM): not asked, since LiteLLM 1.106.2 explains
             # a zero cost by scanning its price map (zero_cost_diagnostic), ~1.6 ms a request, measured.
             return None
@@ -699,10 +704,7 @@ class LLMClients:
             )
         except Exception:  # a model LiteLLM has no price for (ModelNotMappedError and kin)
             return None
-        total = float(prompt) + float(completion)
-        if total == 0 and litellm.model_cost.get(record.litellm_model, {}).get(ASSUMED):
-            return None  # no price known, not a free model
-        return total
+        return float(prompt) + float(completion)
 
     async def aclose(self) -> None:
         self.closed = True

@@ -238,8 +238,7 @@ class GatewayRouter(Router):
         # LiteLLM's Router registers its success and failure bookkeeping (success counts, usage, cooldowns)
         # in LiteLLM's global callback lists, which would make every LiteLLM call of the process pay
         # LiteLLM's logging: they are taken out, and handed to this Router's own calls (``callbacks``).
-        self._bookkeeping = self._own_callbacks()
-        self._remove_from_lists({id(callback) for callback in self._bookkeeping})
+        self._remove_from_lists({id(callback) for callback in self._own_callbacks()})
         _ATTEMPTS.install()
         self._discarded = False
 

@@ -98,7 +98,7 @@ async def ui_data(request: web.Request) -> web.Response:
     since = time.time() - UI_DAYS * 86400
     found: dict[str, object]
     if book is None:
-        found = {"by_client": [], "by_model": [], "latest": [], "error": LEDGER_OFF}
+        found = ledger.no_overview(LEDGER_OFF)
     else:
         await book.flush()  # what was just answered shows
         found = await asyncio.to_thread(ledger.overview, book.path, since, UI_LATEST)
