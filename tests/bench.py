@@ -160,16 +160,35 @@ async def concurrent(
     }
 
 
+WARM_UP = 25  # requests per dialect and kind before anything is measured: imports, pools, caches
+
+
+def client_session() -> aiohttp.ClientSession:
+    """The bench's client: no connection limit, a generous total timeout."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=120)
+    )
+
+
+async def warm_up(session: aiohttp.ClientSession, target: Target) -> int:
+    """WARM_UP requests of every dialect, plain and streamed; how many were sent."""
+    for dialect in DIALECTS:
+        for stream in (False, True):
+            await sequential(session, target, dialect, stream, WARM_UP)
+    return WARM_UP * 2 * len(DIALECTS)
+
+
+def rotated(targets: Sequence[Target], turn: int) -> list[Target]:
+    """The order of one turn: each target first in its turn."""
+    shift = turn % len(targets)
+    return [*targets[shift:], *targets[:shift]]
+
+
 async def measure(target: Target, counted: list[int]) -> None:
     """Throughput and memory, one target alone: warm-up, requests/s at each concurrency, 200 streams at once,
     the rest of the 10,000 requests, RSS after warm-up and after them."""
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        for dialect in DIALECTS:  # warm-up: imports, pools, caches
-            for stream in (False, True):
-                await sequential(session, target, dialect, stream, 25)
-                counted[0] += 25
+    async with client_session() as session:
+        counted[0] += await warm_up(session, target)
         if target.pid:
             target.results["rss_after_warmup_mb"] = rss_mb(target.pid)
         for dialect in DIALECTS:
@@ -204,16 +223,13 @@ async def latency(direct: Target, proxies: Sequence[Target]) -> None:
     one running. This machine's speed moves over minutes; in turns it moves every target's figures
     alike, so that the overheads (proxy minus direct) and their ratios compare like with like."""
     targets = [direct, *proxies]
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=120)
     try:
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async with client_session() as session:
             for dialect in DIALECTS:
                 for stream in (False, True):
                     samples: dict[str, list[Sample]] = {target.name: [] for target in targets}
                     for turn in range(LATENCY_TURNS):
-                        shift = turn % len(targets)
-                        for target in targets[shift:] + targets[:shift]:
+                        for target in rotated(targets, turn):
                             pause(proxies, target)
                             samples[target.name] += await sequential(
                                 session, target, dialect, stream, LATENCY_BATCH
@@ -276,13 +292,9 @@ async def recording_cost(on: Target, off: Target, control: Target) -> dict[str, 
     what two identical gateways differ by: the cost is measurable only beyond it."""
     targets = [on, off, control]
     found: dict[str, Any] = {}
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with client_session() as session:
         for target in targets:
-            for dialect in DIALECTS:
-                for stream in (False, True):
-                    await sequential(session, target, dialect, stream, 25)
+            await warm_up(session, target)
         for dialect in DIALECTS:
             for stream in (False, True):
                 samples: dict[str, list[float]] = {target.name: [] for target in targets}
@@ -291,7 +303,7 @@ async def recording_cost(on: Target, off: Target, control: Target) -> dict[str, 
                     # Each one's CPU over the whole turn: the ledger writes its rows in a thread once a
                     # second, whichever gateway is being asked at that moment.
                     started = {target.name: cpu_s(target.pid or 0) for target in targets}
-                    for target in targets[turn % 3 :] + targets[: turn % 3]:
+                    for target in rotated(targets, turn):
                         batch = await sequential(session, target, dialect, stream, LEDGER_BATCH)
                         samples[target.name] += [sample.total_ms for sample in batch if sample.ok]
                     for target in targets:

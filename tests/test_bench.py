@@ -19,6 +19,7 @@ from tests.bench import (
     overhead,
     percentile,
     recording_table,
+    rotated,
     summary,
     table,
 )
@@ -53,6 +54,16 @@ def test_recording_cost_is_a_mean_with_its_interval_beside_the_controls() -> Non
     assert "5.00/4.90/5.10" in text
     assert "+0.12±0.50" in text
     assert "-0.30±0.40" in text
+
+
+def test_each_target_goes_first_in_its_turn() -> None:
+    a, b, c = (Target(name, "http://127.0.0.1:1") for name in "abc")
+    assert [[t.name for t in rotated([a, b, c], turn)] for turn in range(4)] == [
+        ["a", "b", "c"],
+        ["b", "c", "a"],
+        ["c", "a", "b"],
+        ["a", "b", "c"],
+    ]
 
 
 def dialect_row(overhead_p50: float, rps: float) -> dict[str, Any]:
