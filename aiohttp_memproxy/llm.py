@@ -41,7 +41,13 @@ from aiohttp_memproxy.llm_router import CALL, Call, GatewayRouter
 from aiohttp_memproxy.models import ResolvedModel
 from aiohttp_memproxy.routing import MemoryRouter, RoutingDecision
 from aiohttp_memproxy.settings import ConfigError, ModelConfig, Settings
-from aiohttp_memproxy.transport import OUTBOUND, AiohttpTransport, Outbound, PinnedHeaders
+from aiohttp_memproxy.transport import (
+    OUTBOUND,
+    TAKE_USAGE_HEADER,
+    AiohttpTransport,
+    Outbound,
+    PinnedHeaders,
+)
 
 log = structlog.get_logger()
 
@@ -392,8 +398,8 @@ class LLMClients:
                 client = self._pinned_handler(exact)
         elif asked.route == "messages":
             self._translatable(model, litellm_model, kwargs)
-        if asked.usage_for_ledger:
-            self._ask_stream_usage(model, kwargs)
+        if asked.usage_for_ledger and self._ask_stream_usage(model, kwargs):
+            extra_headers[TAKE_USAGE_HEADER] = "1"  # the transport takes the usage chunk out, and reads it
         if asked.route == "responses" and "mock_response" in model.params:
             # LiteLLM's mock answers whole and cannot stream it (1.106.2): a stream is made of the answer.
             kwargs["stream"] = False
@@ -646,26 +652,38 @@ class LLMClients:
                     yield chunk.model_dump_json(exclude_none=True)
                 elif found is None or any(map(_substantive, chunk.choices)):
                     yield chunk.model_dump_json(exclude_none=True, exclude={"usage"})
-        if record is not None and not record.tokens.known:  # the usage-only chunk LiteLLM kept to itself
-            kept = [chunk for chunk in _kept_chunks(stream) if getattr(chunk, "usage", None) is not None]
-            if kept:
-                record.tokens.merge(usage.openai_chat(kept[-1].usage.model_dump()))
+        if record is None or record.tokens.known:
+            return
+        outbound = OUTBOUND.get()
+        if outbound is not None and outbound.stream_usage is not None and outbound.stream_usage.known:
+            record.tokens.merge(outbound.stream_usage)  # the usage chunk the transport took out
+            return
+        for chunk in reversed(_kept_chunks(stream)):  # the usage-only chunk LiteLLM kept to itself
+            found = getattr(chunk, "usage", None)
+            if found is not None:
+                record.tokens.merge(usage.openai_chat(found.model_dump()))
+                return
 
-    def _ask_stream_usage(self, model: ModelConfig, kwargs: dict[str, Any]) -> None:
-        """A chat stream's usage, for the ledger, from a client that did not ask for it (in place).
+    def _ask_stream_usage(self, model: ModelConfig, kwargs: dict[str, Any]) -> bool:
+        """A chat stream's usage, for the ledger, from a client that did not ask for it (in place); True
+        where the upstream is asked in OpenAI's own way, its usage chunk then taken out by the transport.
 
-        An upstream that speaks OpenAI's API is asked in the request body itself (``extra_body``): LiteLLM
-        1.106.2 relays it, keeps the usage-only chunk from its caller and in its wrapper's ``chunks``
-        (``_record_usage_only_chunk``); asked through ``stream_options`` instead, it rebuilds the whole
-        answer at the end to report usage (~2.5 ms of CPU a stream, measured). Other providers report usage
-        in their own stream, which LiteLLM turns into a final chunk only when ``stream_options`` asks.
+        An upstream that speaks OpenAI's API is asked in the request body itself (``extra_body``), so that
+        LiteLLM does not take it as its caller's wish: asked through ``stream_options``, LiteLLM 1.106.2
+        rebuilds the whole answer at the end to report usage (~2.5 ms of CPU a stream, measured). The usage
+        chunk is then taken out of the answer's bytes (``usage.ChatUsageTap``) before the OpenAI SDK and
+        LiteLLM would parse it, and LiteLLM sees the stream it sees with the ledger off. Other providers
+        report usage in their own stream, which LiteLLM turns into a final chunk only when
+        ``stream_options`` asks.
         """
         options = {**(kwargs.get("stream_options") or {}), "include_usage": True}
         if model.provider == "openai" or model.provider in openai_compatible_providers:
             kwargs.pop("stream_options", None)
             kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}), "stream_options": options}
-        elif self._takes_stream_options(model, str(kwargs.get("model") or model.litellm_model)):
+            return True
+        if self._takes_stream_options(model, str(kwargs.get("model") or model.litellm_model)):
             kwargs["stream_options"] = options
+        return False
 
     def _takes_stream_options(self, model: ModelConfig, litellm_model: str) -> bool:
         """Whether LiteLLM takes ``stream_options`` for this model (its final chunk then carries usage)."""

@@ -19,6 +19,7 @@ import httpx
 import structlog
 from yarl import URL
 
+from aiohttp_memproxy import usage
 from aiohttp_memproxy.egress import Egress
 from aiohttp_memproxy.metrics import Metrics
 
@@ -53,8 +54,13 @@ class Outbound:
     # deployment or a fallback to go to: it moves on at once (as its own retries do when another deployment
     # is healthy), and the throttled deployment's Retry-After becomes its cooldown.
     backoff: bool = True
+    # A chat stream's usage, read where the transport took its usage chunk out (TAKE_USAGE_HEADER).
+    stream_usage: usage.Tokens | None = None
 
 
+# Set by llm on a chat stream whose usage it asked the upstream for and the client did not: the usage-only
+# chunk is taken out of the answer's bytes here, and read (usage.ChatUsageTap). Never sent upstream.
+TAKE_USAGE_HEADER = "x-memproxy-take-usage"
 # Set by llm for each call; None outside one (forward mode, the probe's own requests).
 OUTBOUND: ContextVar[Outbound | None] = ContextVar("memproxy_outbound", default=None)
 
@@ -108,15 +114,24 @@ class _ResponseStream(httpx.AsyncByteStream):
     LiteLLM does not always ``aclose()`` a stream that raised, and a connection left to the garbage collector
     is a leaked socket (and a ResourceWarning)."""
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, request: httpx.Request, tap: usage.ChatUsageTap | None = None
+    ) -> None:
         self._response = response
         self._request = request
+        self._tap = tap
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         done = False
+        tap = self._tap
         try:
             async for chunk in self._response.content.iter_any():
-                yield chunk
+                if tap is None:
+                    yield chunk
+                elif passed := tap.feed(chunk):
+                    yield passed
+            if tap is not None and (rest := tap.end()):
+                yield rest
             done = True
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise translate(exc, self._request) from exc
@@ -153,6 +168,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             replayable = False
         attempts, immediate_used, backoffs = 0, False, 0
         outbound = OUTBOUND.get()
+        take_usage = request.headers.pop(TAKE_USAGE_HEADER, None) is not None
         while True:
             attempts += 1
             if outbound is not None:
@@ -184,13 +200,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._metrics.upstream_retries.labels(str(response.status)).inc()
             response.release()
             await asyncio.sleep(delay)
+        tap = None
+        if take_usage and outbound is not None and response.status == 200:
+            tap = usage.ChatUsageTap()
+            outbound.stream_usage = tap.tokens
         return httpx.Response(
             status_code=response.status,
             headers=[
                 *((k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers),
                 (UPSTREAM_STATUS_HEADER, str(response.status)),
             ],
-            stream=_ResponseStream(response, request),
+            stream=_ResponseStream(response, request, tap),
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
         )

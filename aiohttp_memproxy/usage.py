@@ -144,6 +144,56 @@ class AnthropicStreamUsage:
         self.tokens.merge(anthropic(usage))
 
 
+class ChatUsageTap:
+    """Takes the usage-only chunk out of an OpenAI chat stream's bytes, and reads it (``tokens``).
+
+    The gateway asks an OpenAI-compatible upstream for a stream's usage when the client did not (the ledger
+    needs it). The answer is one more event, ``"choices": []`` with ``usage``, which the OpenAI SDK and
+    LiteLLM would parse and model like any other chunk only for the gateway to drop it: the ledger's one
+    cost on a chat stream that ``make bench`` could see. Taken out here, LiteLLM sees the stream a gateway
+    without a ledger sees. (Verified with LiteLLM 1.106.2: a chat stream with no usage chunk makes its
+    ``stream_chunk_builder`` report zero tokens; it never counts the prompt with a tokenizer there.)
+
+    Every other byte passes unchanged and in order; only the line that carries the usage chunk goes (its
+    blank line stays: an SSE parser dispatches nothing for a blank line with no data before it). A line is
+    held back until its end arrives, as the SDK's own SSE decoder would hold it, however long it is.
+    """
+
+    def __init__(self) -> None:
+        self.tokens = Tokens()
+        self._partial = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What of ``chunk`` (and of the line it finishes) goes on to LiteLLM."""
+        data = self._partial + chunk if self._partial else chunk
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+        self._partial = data[cut:]
+        lines = data[:cut]
+        if b"[]" not in lines:  # no empty array, so no usage-only chunk: the usual case, passed as it is
+            return lines
+        return b"".join(line for line in lines.splitlines(keepends=True) if not self._taken(line))
+
+    def end(self) -> bytes:
+        """The last line, if the body ended without a line break."""
+        rest, self._partial = self._partial, b""
+        return b"" if self._taken(rest) else rest
+
+    def _taken(self, line: bytes) -> bool:
+        """Whether ``line`` is a usage-only chunk's data line; its usage is read if so."""
+        if not line.startswith(b"data:") or b'"usage"' not in line or b"[]" not in line:
+            return False
+        try:
+            event = json.loads(line[5:])
+        except ValueError:
+            return False
+        if not isinstance(event, dict) or event.get("choices") != []:
+            return False
+        if not isinstance(event.get("usage"), dict):
+            return False
+        self.tokens.merge(openai_chat(event["usage"]))
+        return True
+
+
 @dataclass
 class Record:
     """What a model request's ledger row needs beyond the canonical log line's fields, filled in as the

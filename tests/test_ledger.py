@@ -19,6 +19,7 @@ from aiohttp_memproxy import cli, ledger, report
 from aiohttp_memproxy.keys import LEDGER, RUNTIMES
 from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.transport import TAKE_USAGE_HEADER
 from tests.conftest import AppClient, LogLines
 from tests.fake_upstream import FakeUpstream
 
@@ -61,6 +62,8 @@ async def test_chat_rows_carry_tokens_and_litellm_cost(
         ]  # type: ignore[arg-type]
         # The gateway asked the upstream for usage; the client, which did not, gets no usage chunk.
         assert fake.seen[-1].body["stream_options"] == {"include_usage": True}
+        # The transport took that chunk out (the gateway's mark for it never leaves).
+        assert TAKE_USAGE_HEADER.lower() not in {name.lower() for name in fake.seen[-1].headers}
         assert all(chunk.usage is None for chunk in chunks)
         # Nor the usage chunk's empty choice: every chunk says something (a role, text, or the finish).
         for chunk in chunks:
@@ -85,6 +88,22 @@ async def test_chat_rows_carry_tokens_and_litellm_cost(
     assert 0 < row.first_byte_ms <= row.latency_ms
     assert row.fallback is False
     assert row.attempts == 1
+
+
+async def test_a_long_answer_streams_whole_while_its_usage_is_taken_out(
+    gpt_sdk: tuple[TestClient[web.Request, web.Application], openai.AsyncOpenAI],
+    upstream: tuple[FakeUpstream, str],
+) -> None:
+    """Chunks far longer than a read (a whole file in one chunk) reach the client whole and in order."""
+    client, sdk = gpt_sdk
+    fake, _ = upstream
+    fake.reply = ["a" * 200_000, "[]", "b" * 70_000]
+    stream = await sdk.chat.completions.create(model="gpt-4o-up", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+    chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "a" * 200_000 + "[]" + "b" * 70_000
+    assert all(chunk.usage is None for chunk in chunks)
+    [row] = await rows_of(client)
+    assert (row.input_tokens, row.output_tokens) == (5, 3)
 
 
 async def test_a_stream_that_asked_for_usage_keeps_its_usage_chunk(

@@ -1,0 +1,98 @@
+"""usage.ChatUsageTap: the usage-only chunk of an OpenAI chat stream taken out of its bytes and read, every
+other byte passed on unchanged and in order, however the stream is split."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aiohttp_memproxy import usage
+
+
+def event(payload: object) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def content(text: str, finish: str | None = None) -> bytes:
+    delta = {"content": text} if text else {}
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return event({"id": "c", "choices": [choice], "usage": None})
+
+
+USAGE = {
+    "prompt_tokens": 1200,
+    "completion_tokens": 30,
+    "prompt_tokens_details": {"cached_tokens": 1000},
+    "completion_tokens_details": {"reasoning_tokens": 12},
+}
+USAGE_EVENT = event({"id": "c", "choices": [], "usage": USAGE})
+# Text that looks like the usage chunk's parts, inside a content chunk: never taken.
+LOOKALIKE = content('{"choices": [], "usage": {"prompt_tokens": 9}} and [] too')
+STREAM = [content("Hello"), LOOKALIKE, content(" world", "stop"), USAGE_EVENT, b"data: [DONE]\n\n"]
+WITHOUT_USAGE = b"".join(STREAM).replace(USAGE_EVENT, b"\n")  # its data line goes, its blank line stays
+
+
+def tapped(pieces: list[bytes]) -> tuple[bytes, usage.ChatUsageTap]:
+    tap = usage.ChatUsageTap()
+    passed = b"".join(tap.feed(piece) for piece in pieces) + tap.end()
+    return passed, tap
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({0, len(data), *(cut % (len(data) + 1) for cut in cuts)})
+    return [data[start:end] for start, end in itertools.pairwise(points)]
+
+
+def test_the_usage_chunk_is_taken_out_and_read() -> None:
+    passed, tap = tapped(STREAM)
+    assert passed == WITHOUT_USAGE
+    assert tap.tokens == usage.Tokens(input=1200, output=30, cache_read=1000, reasoning=12)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+def test_any_split_passes_the_same_bytes(cuts: list[int]) -> None:
+    passed, tap = tapped(split(b"".join(STREAM), cuts))
+    assert passed == WITHOUT_USAGE
+    assert tap.tokens.input == 1200
+
+
+def test_a_stream_without_a_usage_chunk_passes_whole() -> None:
+    data = b"".join([content("Hello"), LOOKALIKE, content("", "stop"), b"data: [DONE]\n\n"])
+    passed, tap = tapped([data])
+    assert passed == data
+    assert not tap.tokens.known
+
+
+def test_a_long_line_is_never_lost() -> None:
+    """A chunk far longer than any buffer (a whole file as one chunk), fed a few bytes at a time."""
+    data = content("x" * 300_000) + USAGE_EVENT
+    pieces = [data[start : start + 4096] for start in range(0, len(data), 4096)]
+    passed, tap = tapped(pieces)
+    assert passed == content("x" * 300_000) + b"\n"
+    assert tap.tokens.output == 30
+
+
+def test_crlf_lines_and_an_unfinished_last_line() -> None:
+    data = b"".join(STREAM).replace(b"\n", b"\r\n") + b"data: {partial"
+    passed, tap = tapped(split(data, [7, 300, 301, 599]))
+    assert passed == WITHOUT_USAGE.replace(b"\n", b"\r\n") + b"data: {partial"
+    assert tap.tokens.output == 30
+
+
+def test_a_usage_chunk_as_the_unfinished_last_line_is_taken_too() -> None:
+    passed, tap = tapped([content("Hi"), USAGE_EVENT.rstrip(b"\n")])
+    assert passed == content("Hi")
+    assert tap.tokens.input == 1200
+
+
+def test_a_chunk_with_choices_and_usage_is_left_to_litellm() -> None:
+    """Some OpenAI-compatible servers put the usage on the last content chunk: that one is an answer's
+    chunk, and LiteLLM reads its usage (llm.chunks records it from there)."""
+    choice = {"index": 0, "delta": {}, "finish_reason": "stop"}
+    last = event({"id": "c", "choices": [choice], "usage": USAGE})
+    passed, tap = tapped([last])
+    assert passed == last
+    assert not tap.tokens.known
