@@ -151,34 +151,61 @@ class ChatUsageTap:
     needs it). The answer is one more event, ``"choices": []`` with ``usage``, which the OpenAI SDK and
     LiteLLM would parse and model like any other chunk only for the gateway to drop it: the ledger's one
     cost on a chat stream that ``make bench`` could see. Taken out here, LiteLLM sees the stream a gateway
-    without a ledger sees. (Verified with LiteLLM 1.106.2: a chat stream with no usage chunk makes its
-    ``stream_chunk_builder`` report zero tokens; it never counts the prompt with a tokenizer there.)
+    without a ledger sees. (Verified with LiteLLM 1.106.2: for a chat stream with no usage chunk, whose
+    caller passed no ``stream_options``, its wrapper sets zero usage on the finish chunk and
+    ``stream_chunk_builder`` reports that; it does not count the prompt with a tokenizer there.)
 
-    Every other byte passes unchanged and in order; only the line that carries the usage chunk goes (its
-    blank line stays: an SSE parser dispatches nothing for a blank line with no data before it). A line is
-    held back until its end arrives, as the SDK's own SSE decoder would hold it, however long it is.
+    The whole event goes: its data line, and what follows it up to and including the blank line that ends
+    it (the OpenAI SDK's SSE decoder dispatches an empty event for a blank line once any ``id:`` was seen).
+    Every other byte passes unchanged and in order, each line as soon as its end arrives; the SDK's decoder
+    cannot use a line before that anyway, so nothing is held longer than it would be.
     """
 
     def __init__(self) -> None:
         self.tokens = Tokens()
-        self._partial = b""
+        self._partial: list[bytes] = []  # a line whose end has not arrived
+        self._taking = False  # a usage chunk's data line was taken out: the rest of its event goes too
+        self._cr = False  # the last line ended in CR at the end of a read: its LF may come first in the next
+        self._dropped = False  # the last line was taken out (and so is that LF)
 
     def feed(self, chunk: bytes) -> bytes:
         """What of ``chunk`` (and of the line it finishes) goes on to LiteLLM."""
-        data = self._partial + chunk if self._partial else chunk
-        cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
-        self._partial = data[cut:]
-        lines = data[:cut]
-        if b"[]" not in lines:  # no empty array, so no usage-only chunk: the usual case, passed as it is
-            return lines
-        return b"".join(line for line in lines.splitlines(keepends=True) if not self._taken(line))
+        lead = b""
+        if chunk and self._cr:
+            self._cr = False
+            if chunk[:1] == b"\n":  # a CRLF split between two reads: the line's own end
+                lead = b"" if self._dropped else b"\n"
+                chunk = chunk[1:]
+        if not chunk:
+            return lead
+        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1  # in the new bytes only: linear in a long line
+        if end == 0:
+            self._partial.append(chunk)
+            return lead
+        lines = b"".join((*self._partial, chunk[:end])) if self._partial else chunk[:end]
+        self._partial = [chunk[end:]] if end < len(chunk) else []
+        self._cr = lines.endswith(b"\r")
+        if not self._taking and b"[]" not in lines:  # no usage chunk here: the usual case, passed as it is
+            self._dropped = False
+            return lead + lines
+        return lead + b"".join(line for line in lines.splitlines(keepends=True) if not self._drops(line))
 
     def end(self) -> bytes:
         """The last line, if the body ended without a line break."""
-        rest, self._partial = self._partial, b""
-        return b"" if self._taken(rest) else rest
+        rest = b"".join(self._partial)
+        self._partial = []
+        return b"" if not rest or self._drops(rest) else rest
 
-    def _taken(self, line: bytes) -> bool:
+    def _drops(self, line: bytes) -> bool:
+        """Whether ``line`` goes: a usage chunk's data line, or the rest of its event."""
+        if self._taking and not line.startswith(b"data:"):
+            self._taking = bool(line.strip(b"\r\n"))  # its other fields go, and the blank line that ends it
+            self._dropped = True
+        else:
+            self._dropped = self._taking = self._read(line)
+        return self._dropped
+
+    def _read(self, line: bytes) -> bool:
         """Whether ``line`` is a usage-only chunk's data line; its usage is read if so."""
         if not line.startswith(b"data:") or b'"usage"' not in line or b"[]" not in line:
             return False

@@ -44,6 +44,13 @@ DIALECTS: dict[str, dict[str, Any]] = {
     # Chat completions to a model group of two deployments: through LiteLLM's Router, in both proxies.
     "routed": {"path": "/v1/chat/completions", "model": "bench-routed", "extra": {}},
 }
+# What the usage ledger costs is measured on these too: a model LiteLLM has a price for (gpt-4o, served by
+# the fake upstream like the others), whose rows the ledger prices with LiteLLM's cost function; the bench's
+# own models have no price, and their rows' cost is left empty without asking LiteLLM.
+LEDGER_DIALECTS: dict[str, dict[str, Any]] = {
+    **DIALECTS,
+    "priced": {"path": "/v1/chat/completions", "model": "gpt-4o", "extra": {}},
+}
 CONCURRENCY = (1, 10, 50, 200)
 REQUESTS_PER_LEVEL = {1: 200, 10: 500, 50: 1000, 200: 2000}
 TOTAL_REQUESTS = 10_000
@@ -106,7 +113,7 @@ class Target:
 
 
 def body_for(dialect: str, target: Target, stream: bool) -> dict[str, Any]:
-    spec = DIALECTS[dialect]
+    spec = LEDGER_DIALECTS[dialect]
     content: Any = MESSAGES[0]["content"] if spec.get("content") == "input" else MESSAGES
     return {
         "model": target.model_prefix + spec["model"],
@@ -120,7 +127,7 @@ async def one(session: aiohttp.ClientSession, target: Target, dialect: str, stre
     started = time.perf_counter()
     first = math.nan
     try:
-        url = target.base + DIALECTS[dialect]["path"]
+        url = target.base + LEDGER_DIALECTS[dialect]["path"]
         async with session.post(url, json=body_for(dialect, target, stream), headers=HEADERS) as response:
             async for _ in response.content.iter_any():
                 if math.isnan(first):
@@ -295,7 +302,7 @@ async def recording_cost(on: Target, off: Target, control: Target) -> dict[str, 
     async with client_session() as session:
         for target in targets:
             await warm_up(session, target)
-        for dialect in DIALECTS:
+        for dialect in LEDGER_DIALECTS:
             for stream in (False, True):
                 samples: dict[str, list[float]] = {target.name: [] for target in targets}
                 cpu: dict[str, list[float]] = {target.name: [] for target in targets}
@@ -366,6 +373,10 @@ def write_config(
                 }
                 for key in ("x", "y")
             ),
+            {
+                "model_name": "gpt-4o",
+                "litellm_params": {"model": "openai/gpt-4o", "api_base": f"{upstream}/v1", "api_key": "x"},
+            },
             {
                 "model_name": "bench-anthropic",
                 "litellm_params": {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -17,8 +18,11 @@ import pytest
 import trustme
 from yarl import URL
 
+from aiohttp_memproxy import ledger
 from aiohttp_memproxy.egress import Egress
+from aiohttp_memproxy.keys import LEDGER
 from aiohttp_memproxy.settings import ConfigError, Settings
+from aiohttp_memproxy.transport import TAKE_USAGE_HEADER
 from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, LogLines, base_config, post
 from tests.fake_upstream import CLEARANCE, FakeUpstream
 
@@ -26,6 +30,8 @@ PROXY_USER, PROXY_PASSWORD = "corp-user", "corp-pass-0123"
 # The upstream's name as the gateway knows it. Only the proxy resolves it (to the fake on loopback): the
 # gateway never reaches a loopback upstream through a proxy, and it may look nothing up beyond loopback.
 UPSTREAM_HOST = "upstream.test"
+# OpenAI's own host, for what LiteLLM does only there; the proxy takes it to the fake on loopback too.
+OPENAI_HOST = "api.openai.com"
 
 
 @dataclass
@@ -78,7 +84,7 @@ class ForwardProxy:
 
 
 def _resolve(host: str) -> str:
-    return "127.0.0.1" if host == UPSTREAM_HOST else host
+    return "127.0.0.1" if host in (UPSTREAM_HOST, OPENAI_HOST) else host
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -120,6 +126,17 @@ async def tls_upstream(aiohttp_server: Any, ca: tuple[trustme.CA, Path]) -> tupl
     fake = FakeUpstream()
     server = await aiohttp_server(fake.app(), ssl=context)
     return fake, f"https://{UPSTREAM_HOST}:{server.port}"
+
+
+@pytest.fixture
+async def openai_upstream(aiohttp_server: Any, ca: tuple[trustme.CA, Path]) -> tuple[FakeUpstream, str]:
+    """The fake upstream as api.openai.com (reached through the proxy, its certificate the company CA's)."""
+    authority, _ = ca
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert(OPENAI_HOST).configure_cert(context)
+    fake = FakeUpstream()
+    server = await aiohttp_server(fake.app(), ssl=context)
+    return fake, f"https://{OPENAI_HOST}:{server.port}"
 
 
 def on_loopback(url: str) -> str:
@@ -361,3 +378,33 @@ def test_a_proxy_url_that_cannot_be_used_stops_startup(make_settings: Callable[.
     assert caught.value.errors == (
         "HTTPS_PROXY (or https_proxy): expected an http:// or https:// proxy URL with a host",
     )
+
+
+async def test_openais_own_api_streams_its_exact_usage_to_the_ledger(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    openai_upstream: tuple[FakeUpstream, str],
+    proxy: ForwardProxy,
+    ca: tuple[trustme.CA, Path],
+) -> None:
+    """LiteLLM asks OpenAI's own API for a stream's usage itself (1.106.2) and relays a usage chunk of its
+    own: the gateway neither asks again nor takes the upstream's chunk out (LiteLLM would then estimate the
+    tokens with a tokenizer). The ledger gets the upstream's exact tokens; the client, no usage chunk."""
+    fake, url = openai_upstream
+    settings = settings_for(
+        make_settings, url, {"HTTPS_PROXY": proxy.url}, memproxy={"ca_bundle": str(ca[1])}
+    )
+    client = await app_client(settings)
+    response = await post(client, {"model": "corp", "messages": MESSAGES, "stream": True})
+    assert response.status == 200, await response.text()
+    frames = [json.loads(line[6:]) for line in (await response.text()).splitlines() if line[6:8] == '{"']
+    assert frames
+    assert all("usage" not in frame for frame in frames)
+    assert fake.seen[-1].body["stream_options"] == {"include_usage": True}  # LiteLLM's own asking
+    assert all(name.lower() != TAKE_USAGE_HEADER for name in fake.seen[-1].headers)
+    assert proxy.seen[0].target.startswith(f"{OPENAI_HOST}:")
+    assert client.server.app is not None
+    book = client.server.app[LEDGER]
+    await book.flush()
+    [row] = ledger.read(book.path, 0)
+    assert (row.input_tokens, row.output_tokens) == (5, 3)  # the fake's, not a tokenizer's estimate

@@ -1,5 +1,6 @@
 """usage.ChatUsageTap: the usage-only chunk of an OpenAI chat stream taken out of its bytes and read, every
-other byte passed on unchanged and in order, however the stream is split."""
+other byte passed on unchanged and in order, however the stream is split; the OpenAI SDK's own SSE decoder
+(which LiteLLM reads OpenAI streams with) then sees the same events but that one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 
 from hypothesis import given
 from hypothesis import strategies as st
+from openai._streaming import SSEDecoder
 
 from aiohttp_memproxy import usage
 
@@ -32,7 +34,7 @@ USAGE_EVENT = event({"id": "c", "choices": [], "usage": USAGE})
 # Text that looks like the usage chunk's parts, inside a content chunk: never taken.
 LOOKALIKE = content('{"choices": [], "usage": {"prompt_tokens": 9}} and [] too')
 STREAM = [content("Hello"), LOOKALIKE, content(" world", "stop"), USAGE_EVENT, b"data: [DONE]\n\n"]
-WITHOUT_USAGE = b"".join(STREAM).replace(USAGE_EVENT, b"\n")  # its data line goes, its blank line stays
+WITHOUT_USAGE = b"".join(STREAM).replace(USAGE_EVENT, b"")
 
 
 def tapped(pieces: list[bytes]) -> tuple[bytes, usage.ChatUsageTap]:
@@ -71,7 +73,7 @@ def test_a_long_line_is_never_lost() -> None:
     data = content("x" * 300_000) + USAGE_EVENT
     pieces = [data[start : start + 4096] for start in range(0, len(data), 4096)]
     passed, tap = tapped(pieces)
-    assert passed == content("x" * 300_000) + b"\n"
+    assert passed == content("x" * 300_000)
     assert tap.tokens.output == 30
 
 
@@ -96,3 +98,20 @@ def test_a_chunk_with_choices_and_usage_is_left_to_litellm() -> None:
     passed, tap = tapped([last])
     assert passed == last
     assert not tap.tokens.known
+
+
+def decoded(data: bytes) -> list[tuple[str | None, str, str | None]]:
+    return [(sse.event, sse.data, sse.id) for sse in SSEDecoder().iter_bytes(iter([data]))]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=8), st.sampled_from([b"\n", b"\r\n"]))
+def test_the_sdk_decodes_the_same_events_but_the_usage_chunk(cuts: list[int], newline: bytes) -> None:
+    """An upstream that numbers its events (``id:``, after which the SDK's decoder turns any blank line
+    into an event) and ends its lines in CRLF, split anywhere (between a CR and its LF too)."""
+    events = [b"id: %d\n" % number + event_bytes for number, event_bytes in enumerate(STREAM, start=1)]
+    data = b"".join(events).replace(b"\n", newline)
+    passed, tap = tapped(split(data, cuts))
+    expected = [item for item in decoded(data) if '"usage": {' not in item[1]]
+    assert decoded(passed) == expected
+    assert len(expected) == len(STREAM) - 1
+    assert tap.tokens.output == 30
