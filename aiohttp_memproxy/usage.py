@@ -184,7 +184,7 @@ class ChatUsageTap:
             return lead
         lines = b"".join((*self._partial, chunk[:end])) if self._partial else chunk[:end]
         self._partial = [chunk[end:]] if end < len(chunk) else []
-        self._cr = lines.endswith(b"\r")
+        self._cr = not self._partial and lines.endswith(b"\r")  # the read's very last byte: an LF may follow
         if not self._taking and b"[]" not in lines:  # no usage chunk here: the usual case, passed as it is
             self._dropped = False
             return lead + lines

@@ -115,3 +115,12 @@ def test_the_sdk_decodes_the_same_events_but_the_usage_chunk(cuts: list[int], ne
     assert decoded(passed) == expected
     assert len(expected) == len(STREAM) - 1
     assert tap.tokens.output == 30
+
+
+def test_bare_cr_lines_keep_their_bytes() -> None:
+    """A CR that ends a line inside a read is that line's whole end: an LF at the start of the next read
+    belongs to the line after it."""
+    data = b"data: a\rdata: b" + b"\n" + USAGE_EVENT.replace(b"\n", b"\r") + b"data: [DONE]\r\r"
+    passed, tap = tapped([data[:15], data[15:16], data[16:]])
+    assert passed == b"data: a\rdata: b\n" + b"data: [DONE]\r\r"
+    assert tap.tokens.output == 30
