@@ -56,8 +56,8 @@ REQUESTS_PER_LEVEL = {1: 200, 10: 500, 50: 1000, 200: 2000}
 TOTAL_REQUESTS = 10_000
 LATENCY_TURNS = 10  # latency: every target this many batches, in turns (200 samples per row)
 LATENCY_BATCH = 20
-LEDGER_TURNS = 12  # the usage ledger on, off and off again: each this many batches, in turns
-LEDGER_BATCH = 40
+LEDGER_TURNS = 40  # the usage ledger on, off and off again: each this many batches, in turns
+LEDGER_BATCH = 12
 HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "bench-key-0123456789abcdef"}
 
 
@@ -275,14 +275,27 @@ async def wait_port(base: str, path: str, seconds: float = 60) -> float:
     raise RuntimeError(f"{base} did not come up in {seconds} s")
 
 
-def cpu_s(pid: int) -> float:
-    """The process's CPU time so far, every thread's (utime + stime in /proc/<pid>/stat)."""
-    after_name = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_s(pid: int) -> tuple[float, frozenset[str]]:
+    """The process's CPU time so far, its live threads' together, to the nanosecond (the scheduler's own
+    runtime of each, ``/proc/<pid>/task/*/schedstat``), and those threads. ``/proc/<pid>/stat`` counts in
+    clock ticks (10 ms here), too coarse for a batch's share of a millisecond: it is only the fallback where
+    schedstat is missing (no threads then). A thread that ends takes its time with it: the caller drops a
+    turn in which one did."""
+    if not Path(f"/proc/{pid}/schedstat").is_file():
+        after_name = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK"), frozenset()
+    total, alive = 0, set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended since the listing
+            total += int((task / "schedstat").read_text().split()[0])
+            alive.add(task.name)
+    return total / 1e9, frozenset(alive)
 
 
 def mean_interval(values: Sequence[float]) -> tuple[float, float]:
-    """The mean and the half-width of its ~95 % interval (2 standard errors)."""
+    """The mean and the half-width of its ~95 % interval (2 standard errors); NaN for no values."""
+    if not values:
+        return math.nan, math.nan
     mean = sum(values) / len(values)
     if len(values) < 2:
         return mean, math.nan
@@ -306,6 +319,7 @@ async def recording_cost(on: Target, off: Target, control: Target) -> dict[str, 
             for stream in (False, True):
                 samples: dict[str, list[float]] = {target.name: [] for target in targets}
                 cpu: dict[str, list[float]] = {target.name: [] for target in targets}
+                dropped = 0
                 for turn in range(LEDGER_TURNS):
                     # Each one's CPU over the whole turn: the ledger writes its rows in a thread once a
                     # second, whichever gateway is being asked at that moment.
@@ -313,8 +327,12 @@ async def recording_cost(on: Target, off: Target, control: Target) -> dict[str, 
                     for target in rotated(targets, turn):
                         batch = await sequential(session, target, dialect, stream, LEDGER_BATCH)
                         samples[target.name] += [sample.total_ms for sample in batch if sample.ok]
+                    ended = {target.name: cpu_s(target.pid or 0) for target in targets}
+                    if any(not started[name][1] <= ended[name][1] for name in started):
+                        dropped += 1  # a thread ended, its time with it: the turn is not counted for any
+                        continue
                     for target in targets:
-                        used = cpu_s(target.pid or 0) - started[target.name]
+                        used = ended[target.name][0] - started[target.name][0]
                         cpu[target.name].append(1000 * used / LEDGER_BATCH)
                 row: dict[str, Any] = {
                     target.name: {
@@ -323,6 +341,7 @@ async def recording_cost(on: Target, off: Target, control: Target) -> dict[str, 
                     }
                     for target in targets
                 }
+                row["turns_dropped"] = dropped
                 for target in (on, control):
                     paired = [mine - base for mine, base in zip(cpu[target.name], cpu[off.name], strict=True)]
                     mean, half = mean_interval(paired)
@@ -334,13 +353,14 @@ async def recording_cost(on: Target, off: Target, control: Target) -> dict[str, 
 def recording_table(found: dict[str, Any]) -> str:
     lines = [
         "\n== usage ledger: on, off, and a second off (control), in turns ==",
-        f"{'row':<18}{'p50 ms on/off/control':>24}{'CPU ms/req on-off':>20}{'control-off':>16}",
+        f"{'row':<18}{'p50 ms on/off/control':>24}{'CPU ms/req on-off':>20}{'control-off':>16}{'turns':>8}",
     ]
     for name, row in found.items():
         on, off, control = row["ledger-on"], row["ledger-off"], row["control-off"]
+        counted = LEDGER_TURNS - row.get("turns_dropped", 0)
         lines.append(
             f"{name:<18}{on['p50_ms']:>10.2f}/{off['p50_ms']:.2f}/{control['p50_ms']:<6.2f}"
-            f"{_interval(on['cpu_ms_vs_off']):>20}{_interval(control['cpu_ms_vs_off']):>16}"
+            f"{_interval(on['cpu_ms_vs_off']):>20}{_interval(control['cpu_ms_vs_off']):>16}{counted:>8}"
         )
     return "\n".join(lines)
 

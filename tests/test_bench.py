@@ -13,6 +13,7 @@ import pytest
 
 from tests.bench import (
     DIALECTS,
+    LEDGER_TURNS,
     Target,
     goals,
     mean_interval,
@@ -44,12 +45,15 @@ def test_recording_cost_is_a_mean_with_its_interval_beside_the_controls() -> Non
     assert mean == 2.5
     assert half == pytest.approx(2 * math.sqrt((2.25 + 0.25 + 0.25 + 2.25) / 3 / 4))
     assert math.isnan(mean_interval([1.0])[1])
-    row = {
+    assert all(math.isnan(value) for value in mean_interval([]))
+    row: dict[str, Any] = {
         "ledger-on": {"p50_ms": 5.0, "success": 100.0, "cpu_ms_vs_off": {"mean": 0.12, "interval": 0.5}},
         "ledger-off": {"p50_ms": 4.9, "success": 100.0},
         "control-off": {"p50_ms": 5.1, "success": 100.0, "cpu_ms_vs_off": {"mean": -0.3, "interval": 0.4}},
+        "turns_dropped": 2,  # a thread of one gateway ended in them
     }
     text = recording_table({"openai plain": row})
+    assert text.splitlines()[-1].split()[-1] == str(LEDGER_TURNS - 2)
     assert "openai plain" in text
     assert "5.00/4.90/5.10" in text
     assert "+0.12±0.50" in text
