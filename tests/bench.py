@@ -280,7 +280,8 @@ def cpu_s(pid: int) -> tuple[float, frozenset[str]]:
     runtime of each, ``/proc/<pid>/task/*/schedstat``), and those threads. ``/proc/<pid>/stat`` counts in
     clock ticks (10 ms here), too coarse for a batch's share of a millisecond: it is only the fallback where
     schedstat is missing (no threads then). A thread that ends takes its time with it: the caller drops a
-    turn in which one did."""
+    turn in which one that was there at its start did (one that starts and ends within a turn is not seen;
+    the gateway's own threads are pools that outlive a turn)."""
     if not Path(f"/proc/{pid}/schedstat").is_file():
         after_name = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK"), frozenset()
