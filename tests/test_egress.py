@@ -120,23 +120,24 @@ def ca(tmp_path: Path) -> tuple[trustme.CA, Path]:
 
 @pytest.fixture
 async def tls_upstream(aiohttp_server: Any, ca: tuple[trustme.CA, Path]) -> tuple[FakeUpstream, str]:
-    authority, _ = ca
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert(UPSTREAM_HOST, "127.0.0.1").configure_cert(context)
-    fake = FakeUpstream()
-    server = await aiohttp_server(fake.app(), ssl=context)
-    return fake, f"https://{UPSTREAM_HOST}:{server.port}"
+    return await tls_fake(aiohttp_server, ca[0], UPSTREAM_HOST, "127.0.0.1")
 
 
 @pytest.fixture
 async def openai_upstream(aiohttp_server: Any, ca: tuple[trustme.CA, Path]) -> tuple[FakeUpstream, str]:
     """The fake upstream as api.openai.com (reached through the proxy, its certificate the company CA's)."""
-    authority, _ = ca
+    return await tls_fake(aiohttp_server, ca[0], OPENAI_HOST)
+
+
+async def tls_fake(
+    aiohttp_server: Any, authority: trustme.CA, host: str, *also: str
+) -> tuple[FakeUpstream, str]:
+    """A fake upstream on loopback serving TLS as ``host`` (and ``also``), its certificate ``authority``'s."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert(OPENAI_HOST).configure_cert(context)
+    authority.issue_cert(host, *also).configure_cert(context)
     fake = FakeUpstream()
     server = await aiohttp_server(fake.app(), ssl=context)
-    return fake, f"https://{OPENAI_HOST}:{server.port}"
+    return fake, f"https://{host}:{server.port}"
 
 
 def on_loopback(url: str) -> str:
@@ -160,6 +161,13 @@ def settings_for(
     return make_settings(doc, environ)
 
 
+def through_company_proxy(
+    make_settings: Callable[..., Settings], url: str, proxy: ForwardProxy, ca: tuple[trustme.CA, Path]
+) -> Settings:
+    """Settings for ``url`` through the loopback company proxy, its CA trusted (memproxy.ca_bundle)."""
+    return settings_for(make_settings, url, {"HTTPS_PROXY": proxy.url}, memproxy={"ca_bundle": str(ca[1])})
+
+
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -173,9 +181,7 @@ async def test_https_through_the_proxy_with_the_company_ca(
 ) -> None:
     fake, url = tls_upstream
     fake.gate = True
-    settings = settings_for(
-        make_settings, url, {"HTTPS_PROXY": proxy.url}, memproxy={"ca_bundle": str(ca[1])}
-    )
+    settings = through_company_proxy(make_settings, url, proxy, ca)
     client = await app_client(settings)
     for _ in range(2):
         response = await post(client, {"model": "corp", "messages": MESSAGES})
@@ -359,9 +365,7 @@ async def test_probe_reports_the_proxy_and_the_trust_of_each_model(
     from aiohttp_memproxy import probe
 
     _, url = tls_upstream
-    settings = settings_for(
-        make_settings, url, {"HTTPS_PROXY": proxy.url}, memproxy={"ca_bundle": str(ca[1])}
-    )
+    settings = through_company_proxy(make_settings, url, proxy, ca)
     (result,) = await probe.probe(settings, ["corp"])
     assert result.outcome == "ok", result.detail
     assert result.proxy == f"http://127.0.0.1:{proxy.port}"  # never its credentials
@@ -391,9 +395,7 @@ async def test_openais_own_api_streams_its_exact_usage_to_the_ledger(
     own: the gateway neither asks again nor takes the upstream's chunk out (LiteLLM would then estimate the
     tokens with a tokenizer). The ledger gets the upstream's exact tokens; the client, no usage chunk."""
     fake, url = openai_upstream
-    settings = settings_for(
-        make_settings, url, {"HTTPS_PROXY": proxy.url}, memproxy={"ca_bundle": str(ca[1])}
-    )
+    settings = through_company_proxy(make_settings, url, proxy, ca)
     client = await app_client(settings)
     response = await post(client, {"model": "corp", "messages": MESSAGES, "stream": True})
     assert response.status == 200, await response.text()
