@@ -678,9 +678,9 @@ class LLMClients:
         ``stream_options`` asks.
         """
         options = {**(kwargs.get("stream_options") or {}), "include_usage": True}
-        if asks_openai_for_usage(model):
-            return False  # LiteLLM asks, and relays a usage chunk: chunks() keeps it from the client
         if model.provider == "openai" or model.provider in openai_compatible_providers:
+            if _litellm_asks_openai(model):
+                return False  # LiteLLM asks, and relays a usage chunk: chunks() keeps it from the client
             kwargs.pop("stream_options", None)
             kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}), "stream_options": options}
             return True
@@ -736,15 +736,14 @@ class LLMClients:
         await asyncio.gather(*(client.close() for client in self._openai.values()))
 
 
-def asks_openai_for_usage(model: ModelConfig) -> bool:
-    """Whether LiteLLM asks this deployment for a chat stream's usage itself: its OpenAI handler does for
-    OpenAI's own API (``get_stream_options`` in ``llms/openai/openai.py``, LiteLLM 1.106.2: no ``api_base``,
-    or one on api.openai.com), and then relays a usage chunk of its own, built from the upstream's. Taking
-    the upstream's out there would leave LiteLLM counting the prompt with a tokenizer, and the ledger with
-    its estimate. (No ``api_base`` in the config but OPENAI_BASE_URL in the service's environment: LiteLLM
-    asks only if that is OpenAI's; the ledger then has no tokens for such a stream, never wrong ones.)"""
-    if model.provider != "openai" and model.provider not in openai_compatible_providers:
-        return False
+def _litellm_asks_openai(model: ModelConfig) -> bool:
+    """Whether LiteLLM asks this OpenAI-compatible deployment for a chat stream's usage itself: its OpenAI
+    handler does for OpenAI's own API (``get_stream_options`` in ``llms/openai/openai.py``, LiteLLM 1.106.2:
+    no ``api_base``, or one on api.openai.com), and then relays a usage chunk of its own, built from the
+    upstream's. Taking the upstream's out there would leave LiteLLM counting the prompt with a tokenizer, and
+    the ledger with its estimate. (No ``api_base`` in the config but OPENAI_BASE_URL in the service's
+    environment: LiteLLM asks only if that is OpenAI's; the ledger then has no tokens for such a stream,
+    never wrong ones.)"""
     api_base = model.params.get("api_base")
     if api_base is None:
         return model.provider == "openai"
