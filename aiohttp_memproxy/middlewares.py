@@ -69,15 +69,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     status = 500
     try:
         response = await handler(request)
-        if not response.prepared:
-            # A whole answer goes out before the bookkeeping below (metrics, the ledger's row, the log line),
-            # which then costs the client no time, as after a stream. aiohttp's own send finds it sent.
-            try:
-                await response.prepare(request)
-                await response.write_eof()
-            except ConnectionError:  # the client left (as aiohttp's own send takes it)
-                log.info("client_disconnected")
-        status = response.status  # after the send: one that failed otherwise is aiohttp's 500, and ours
+        status = response.status
         return response
     except web.HTTPException as exc:
         status = exc.status

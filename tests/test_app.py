@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
-import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from aiohttp_memproxy import __version__, ledger
+from aiohttp_memproxy import __version__
 from aiohttp_memproxy.settings import Settings
 from tests.conftest import MASTER_KEY, AppClient, LogLines, base_config
 
@@ -303,38 +299,3 @@ async def test_canonical_log_line(
     assert lines[1]["error_code"] == "invalid_api_key"
     assert all(isinstance(line["ms"], float) for line in lines)
     assert MASTER_KEY not in log_lines.text
-
-
-async def test_a_whole_answer_reaches_the_client_before_the_bookkeeping(
-    app_client: AppClient, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Metrics, the ledger's row and the log line come after a whole answer is sent: the bookkeeping here
-    holds the server's loop until a client in another thread has read the whole answer (it would wait in
-    vain, 5 s, were the answer sent after it)."""
-    client = await app_client(make_settings())
-    received = threading.Event()
-    waited: list[bool] = []
-    record_request = ledger.record_request
-
-    def bookkeeping(*args: Any) -> None:
-        waited.append(received.wait(timeout=5))
-        record_request(*args)
-
-    monkeypatch.setattr(ledger, "record_request", bookkeeping)
-
-    def fetch() -> Any:
-        body = json.dumps({"model": "demo", "messages": [{"role": "user", "content": "hi"}]}).encode()
-        request = urllib.request.Request(  # noqa: S310  # the test server, on loopback
-            str(client.make_url("/v1/chat/completions")),
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never an outbound proxy
-        with opener.open(request, timeout=10) as response:
-            answer = json.loads(response.read())
-        received.set()
-        return answer
-
-    answer = await asyncio.to_thread(fetch)
-    assert answer["choices"][0]["message"]["content"] == "hi"
-    assert waited == [True]
