@@ -59,7 +59,7 @@ check: $(VENV)/.installed
 	$(BIN)/memproxy check --config $(CONFIG)
 
 # Measured from outside, on loopback: see tests/bench.py. COMPARE=1 adds a LiteLLM proxy server (make bench-deps);
-# LEDGER_ONLY=1 measures only what the usage ledger costs (two gateways, ledger on and off, in turns).
+# LEDGER_ONLY=1 measures only what the usage ledger costs (four gateways with it on, four off).
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.bench $(if $(COMPARE),--compare) $(if $(LEDGER_ONLY),--ledger-only)
 

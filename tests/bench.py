@@ -8,9 +8,8 @@ deployments, which both proxies serve through LiteLLM's Router). With ``--compar
 COMPARE=1``), a LiteLLM proxy server (one worker, from ``make bench-deps``) runs the same rows on the same
 upstream, side by side with ratios. Throughput and memory are measured one proxy at a time (the other's
 process group stopped); latency in turns, every target a batch at a time, so that this machine's speed,
-which moves by a third over minutes, moves every figure alike. Then what the usage ledger costs: three
-gateways (ledger on, off, and off again as the control), in turns. Nothing leaves loopback; nothing here
-asserts a timing.
+which moves by a third over minutes, moves every figure alike. Then what the usage ledger costs: four
+gateways with it on and four with it off, in turns. Nothing leaves loopback; nothing here asserts a timing.
 """
 
 from __future__ import annotations
@@ -56,7 +55,10 @@ REQUESTS_PER_LEVEL = {1: 200, 10: 500, 50: 1000, 200: 2000}
 TOTAL_REQUESTS = 10_000
 LATENCY_TURNS = 10  # latency: every target this many batches, in turns (200 samples per row)
 LATENCY_BATCH = 20
-LEDGER_TURNS = 40  # the usage ledger on, off and off again: each this many batches, in turns
+# The usage ledger's cost: LEDGER_GATEWAYS gateways with it on and as many off, each LEDGER_TURNS batches of
+# LEDGER_BATCH requests, in turns.
+LEDGER_GATEWAYS = 4
+LEDGER_TURNS = 15
 LEDGER_BATCH = 12
 HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "bench-key-0123456789abcdef"}
 
@@ -304,21 +306,59 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float]:
     return mean, 2 * math.sqrt(variance / len(values))
 
 
-async def recording_cost(on: Target, off: Target, control: Target) -> dict[str, Any]:
-    """What the usage ledger costs a request: gateways alike but for ``memproxy.usage_ledger`` (on, off, and
-    a second one off as the control), measured in turns (a batch of LEDGER_BATCH requests each, the order
-    rotating), so that this machine's speed, which moves over minutes, moves them alike. Per dialect and
-    kind: the p50 latency of each, and the CPU per request (every thread of the process) of on and of the
-    control minus off's in the same turn, as a mean with its ~95 % interval. The control's difference is
-    what two identical gateways differ by: the cost is measurable only beyond it."""
-    targets = [on, off, control]
+def t_975(df: float) -> float:
+    """Student's t, 97.5 % quantile, for ``df`` degrees of freedom, from the normal's (Abramowitz and
+    Stegun 26.7.5, three terms): within 0.03 of the tables from df 3 on, 0.14 low at df 2."""
+    z = 1.959964
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
+
+
+def difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """mean(a) - mean(b) and the half-width of its 95 % interval (Welch's t: each group's own spread and
+    size); NaN for the half-width where a group has fewer than two values."""
+    if not a or not b:
+        return math.nan, math.nan
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    if len(a) < 2 or len(b) < 2:
+        return mean_a - mean_b, math.nan
+    share_a = sum((x - mean_a) ** 2 for x in a) / (len(a) - 1) / len(a)
+    share_b = sum((x - mean_b) ** 2 for x in b) / (len(b) - 1) / len(b)
+    if share_a + share_b == 0:
+        return mean_a - mean_b, 0.0
+    df = (share_a + share_b) ** 2 / (share_a**2 / (len(a) - 1) + share_b**2 / (len(b) - 1))
+    return mean_a - mean_b, t_975(df) * math.sqrt(share_a + share_b)
+
+
+def pooled_sd(groups: Sequence[Sequence[float]]) -> float:
+    """The standard deviation within groups, pooled: here, how far gateways alike differ from each other."""
+    squares = sum(sum((x - sum(g) / len(g)) ** 2 for x in g) for g in groups if len(g) > 1)
+    freedom = sum(len(g) - 1 for g in groups if len(g) > 1)
+    return math.sqrt(squares / freedom) if freedom else math.nan
+
+
+async def recording_cost(on: Sequence[Target], off: Sequence[Target]) -> dict[str, Any]:
+    """What the usage ledger costs a request: LEDGER_GATEWAYS gateways with it on and as many with it off,
+    alike otherwise, measured in turns (a batch of LEDGER_BATCH requests each, the order rotating), so that
+    this machine's speed, which moves over minutes, moves them all alike. Per dialect and kind: each arm's
+    p50 latency, each gateway's CPU per request (every thread of its process, over the whole turns), and
+    on - off as the difference of the two arms' means with its 95 % interval (Welch's t over the gateways).
+    Several gateways per arm, because two processes alike differ by as much as the ledger could cost
+    (~0.2-0.3 ms of CPU a request, measured 2026-12-03: hash seeds, memory layout), which one gateway per arm
+    takes for the ledger's; and an interval from the turns alone leaves that out."""
+    targets = [gateway for pair in zip(on, off, strict=True) for gateway in pair]
+    arms = {"on": on, "off": off}
     found: dict[str, Any] = {}
     async with client_session() as session:
         for target in targets:
             await warm_up(session, target)
         for dialect in LEDGER_DIALECTS:
             for stream in (False, True):
-                samples: dict[str, list[float]] = {target.name: [] for target in targets}
+                samples: dict[str, list[float]] = {arm: [] for arm in arms}
                 cpu: dict[str, list[float]] = {target.name: [] for target in targets}
                 dropped = 0
                 for turn in range(LEDGER_TURNS):
@@ -327,7 +367,8 @@ async def recording_cost(on: Target, off: Target, control: Target) -> dict[str, 
                     started = {target.name: cpu_s(target.pid or 0) for target in targets}
                     for target in rotated(targets, turn):
                         batch = await sequential(session, target, dialect, stream, LEDGER_BATCH)
-                        samples[target.name] += [sample.total_ms for sample in batch if sample.ok]
+                        arm = "on" if target in on else "off"
+                        samples[arm] += [sample.total_ms for sample in batch if sample.ok]
                     ended = {target.name: cpu_s(target.pid or 0) for target in targets}
                     if any(not started[name][1] <= ended[name][1] for name in started):
                         dropped += 1  # a thread ended, its time with it: the turn is not counted for any
@@ -335,39 +376,41 @@ async def recording_cost(on: Target, off: Target, control: Target) -> dict[str, 
                     for target in targets:
                         used = ended[target.name][0] - started[target.name][0]
                         cpu[target.name].append(1000 * used / LEDGER_BATCH)
-                row: dict[str, Any] = {
-                    target.name: {
-                        "p50_ms": round(percentile(samples[target.name], 50), 3),
-                        "success": round(100 * len(samples[target.name]) / (LEDGER_TURNS * LEDGER_BATCH), 2),
-                    }
-                    for target in targets
+                per_gateway = {name: mean_interval(values)[0] for name, values in cpu.items()}
+                means = {arm: [per_gateway[t.name] for t in gateways] for arm, gateways in arms.items()}
+                delta, half = difference(means["on"], means["off"])
+                found[f"{dialect} {'stream' if stream else 'plain'}"] = {
+                    "p50_ms": {arm: round(percentile(samples[arm], 50), 3) for arm in arms},
+                    "success": {
+                        arm: round(100 * len(samples[arm]) / (len(gateways) * LEDGER_TURNS * LEDGER_BATCH), 2)
+                        for arm, gateways in arms.items()
+                    },
+                    "cpu_ms": {arm: round(sum(means[arm]) / len(means[arm]), 3) for arm in arms},
+                    "on_minus_off": {"mean": round(delta, 3), "interval": round(half, 3)},
+                    "alike_sd": round(pooled_sd(list(means.values())), 3),
+                    "per_gateway": {name: round(value, 3) for name, value in per_gateway.items()},
+                    "turns_dropped": dropped,
                 }
-                row["turns_dropped"] = dropped
-                for target in (on, control):
-                    paired = [mine - base for mine, base in zip(cpu[target.name], cpu[off.name], strict=True)]
-                    mean, half = mean_interval(paired)
-                    row[target.name]["cpu_ms_vs_off"] = {"mean": round(mean, 3), "interval": round(half, 3)}
-                found[f"{dialect} {'stream' if stream else 'plain'}"] = row
     return found
 
 
 def recording_table(found: dict[str, Any]) -> str:
     lines = [
-        "\n== usage ledger: on, off, and a second off (control), in turns ==",
-        f"{'row':<18}{'p50 ms on/off/control':>24}{'CPU ms/req on-off':>20}{'control-off':>16}{'turns':>8}",
+        f"\n== usage ledger: {LEDGER_GATEWAYS} gateways on, {LEDGER_GATEWAYS} off, in turns "
+        "(CPU ms per request; on - off with its 95 % interval) ==",
+        f"{'row':<18}{'p50 ms on/off':>16}{'CPU off':>10}{'on - off':>16}{'%':>8}{'alike sd':>10}"
+        f"{'turns':>8}",
     ]
     for name, row in found.items():
-        on, off, control = row["ledger-on"], row["ledger-off"], row["control-off"]
+        p50, change = row["p50_ms"], row["on_minus_off"]
         counted = LEDGER_TURNS - row.get("turns_dropped", 0)
+        share = 100 * change["mean"] / row["cpu_ms"]["off"]
         lines.append(
-            f"{name:<18}{on['p50_ms']:>10.2f}/{off['p50_ms']:.2f}/{control['p50_ms']:<6.2f}"
-            f"{_interval(on['cpu_ms_vs_off']):>20}{_interval(control['cpu_ms_vs_off']):>16}{counted:>8}"
+            f"{name:<18}{p50['on']:>10.2f}/{p50['off']:<5.2f}{row['cpu_ms']['off']:>10.2f}"
+            f"{change['mean']:>+10.2f}±{change['interval']:<5.2f}{share:>+7.1f}%{row['alike_sd']:>10.2f}"
+            f"{counted:>8}"
         )
     return "\n".join(lines)
-
-
-def _interval(value: dict[str, float]) -> str:
-    return f"{value['mean']:+.2f}±{value['interval']:.2f}"
 
 
 def write_config(
@@ -536,19 +579,27 @@ def goals(proxy: Target, litellm: Target | None) -> dict[str, bool | None]:
 async def recording_run(
     tmp: Path, upstream: str, env: dict[str, str], processes: list[subprocess.Popen[bytes]]
 ) -> dict[str, Any]:
-    """Three fresh gateways: the usage ledger on, off, and off again (the control), measured in turns."""
-    targets = []
-    for name, ledger in (("ledger-on", True), ("ledger-off", False), ("control-off", False)):
-        config = write_config(tmp, upstream, ledger=ledger, name=f"{name}.yaml")
-        port = free_port()
-        process = spawn(serve_command(config, port, tmp / name), env)
-        processes.append(process)
-        await wait_port(f"http://127.0.0.1:{port}", "/health/readiness")
-        targets.append((process, Target(name, f"http://127.0.0.1:{port}", pid=process.pid)))
+    """Fresh gateways, LEDGER_GATEWAYS with the usage ledger on and as many off, started one of each in
+    turn, measured in turns."""
+    configs = {
+        ledger: write_config(tmp, upstream, ledger=ledger, name=f"ledger-{ledger}.yaml")
+        for ledger in (True, False)
+    }
+    arms: dict[bool, list[Target]] = {True: [], False: []}
+    mine: list[subprocess.Popen[bytes]] = []
+    for index in range(LEDGER_GATEWAYS):
+        for ledger in (True, False):
+            name = f"ledger-{'on' if ledger else 'off'}-{index + 1}"
+            port = free_port()
+            process = spawn(serve_command(configs[ledger], port, tmp / name), env)
+            processes.append(process)
+            mine.append(process)
+            await wait_port(f"http://127.0.0.1:{port}", "/health/readiness")
+            arms[ledger].append(Target(name, f"http://127.0.0.1:{port}", pid=process.pid))
     try:
-        return await recording_cost(*(target for _, target in targets))
+        return await recording_cost(arms[True], arms[False])
     finally:
-        for process, _ in targets:
+        for process in mine:
             stop(process)
 
 

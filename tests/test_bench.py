@@ -15,13 +15,16 @@ from tests.bench import (
     DIALECTS,
     LEDGER_TURNS,
     Target,
+    difference,
     goals,
     mean_interval,
     overhead,
     percentile,
+    pooled_sd,
     recording_table,
     rotated,
     summary,
+    t_975,
     table,
 )
 from tests.fake_upstream import CLEARANCE, FakeUpstream, Scripted
@@ -40,24 +43,42 @@ def test_percentile_interpolates_like_numpy() -> None:
     assert overhead({"p50": 3.0, "p95": 5.5}, {"p50": 1.0, "p95": 2.0}) == {"p50": 2.0, "p95": 3.5}
 
 
-def test_recording_cost_is_a_mean_with_its_interval_beside_the_controls() -> None:
+def test_recording_cost_is_a_difference_of_gateways_with_its_interval() -> None:
     mean, half = mean_interval([1.0, 2.0, 3.0, 4.0])
     assert mean == 2.5
     assert half == pytest.approx(2 * math.sqrt((2.25 + 0.25 + 0.25 + 2.25) / 3 / 4))
     assert math.isnan(mean_interval([1.0])[1])
     assert all(math.isnan(value) for value in mean_interval([]))
+    # Student's t from the tables, 97.5 %.
+    for df, table_t in ((3, 3.182), (4, 2.776), (6, 2.447), (10, 2.228), (30, 2.042)):
+        assert t_975(df) == pytest.approx(table_t, abs=0.03)
+    # Welch: equal sizes and spreads give df = 2(n - 1); here n = 4, each variance 5/3.
+    delta, half = difference([1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0])
+    assert delta == 1.0
+    assert half == pytest.approx(t_975(6) * math.sqrt(2 * (5 / 3) / 4))
+    assert difference([1.0, 1.0], [0.5, 0.5]) == (0.5, 0.0)
+    assert math.isnan(difference([1.0], [0.5, 0.7])[1])
+    assert all(math.isnan(value) for value in difference([], [1.0]))
+    assert pooled_sd([[1.0, 3.0], [2.0, 4.0], [9.0]]) == pytest.approx(math.sqrt(2.0))
+    assert math.isnan(pooled_sd([[1.0], [2.0]]))
     row: dict[str, Any] = {
-        "ledger-on": {"p50_ms": 5.0, "success": 100.0, "cpu_ms_vs_off": {"mean": 0.12, "interval": 0.5}},
-        "ledger-off": {"p50_ms": 4.9, "success": 100.0},
-        "control-off": {"p50_ms": 5.1, "success": 100.0, "cpu_ms_vs_off": {"mean": -0.3, "interval": 0.4}},
+        "p50_ms": {"on": 5.0, "off": 4.9},
+        "success": {"on": 100.0, "off": 100.0},
+        "cpu_ms": {"on": 8.12, "off": 8.0},
+        "on_minus_off": {"mean": 0.12, "interval": 0.5},
+        "alike_sd": 0.21,
+        "per_gateway": {},
         "turns_dropped": 2,  # a thread of one gateway ended in them
     }
     text = recording_table({"openai plain": row})
-    assert text.splitlines()[-1].split()[-1] == str(LEDGER_TURNS - 2)
-    assert "openai plain" in text
-    assert "5.00/4.90/5.10" in text
-    assert "+0.12±0.50" in text
-    assert "-0.30±0.40" in text
+    line = text.splitlines()[-1]
+    assert line.split()[-1] == str(LEDGER_TURNS - 2)
+    assert line.startswith("openai plain")
+    assert "5.00/4.90" in line
+    assert "8.00" in line
+    assert "+0.12±0.50" in line
+    assert "+1.5%" in line
+    assert "0.21" in line
 
 
 def test_each_target_goes_first_in_its_turn() -> None:
