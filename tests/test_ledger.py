@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -243,31 +244,35 @@ async def test_a_failing_ledger_never_fails_a_request_and_catches_up(
     assert len(log_lines.named("ledger_write_recovered")) == 1
 
 
+def a_row(ts: float) -> ledger.Row:
+    return ledger.Row(
+        ts,
+        "r",
+        "/v1/chat/completions",
+        "u",
+        "other",
+        "m",
+        "openai",
+        200,
+        1,
+        False,
+        10.0,
+        5.0,
+        1,
+        1,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
 async def test_rows_past_retention_are_deleted(tmp_path: Path) -> None:
     path = tmp_path / ledger.FILE_NAME
     now = time.time()
 
     def row(age_days: float) -> ledger.Row:
-        return ledger.Row(
-            now - age_days * 86400,
-            "r",
-            "/v1/chat/completions",
-            "u",
-            "other",
-            "m",
-            "openai",
-            200,
-            1,
-            False,
-            10.0,
-            5.0,
-            1,
-            1,
-            None,
-            None,
-            None,
-            None,
-        )
+        return a_row(now - age_days * 86400)
 
     first = ledger.Ledger(path, 30, Metrics())
     for age in (40, 31, 29, 1):
@@ -278,6 +283,31 @@ async def test_rows_past_retention_are_deleted(tmp_path: Path) -> None:
     second = ledger.Ledger(path, 30, Metrics())  # a restart prunes at once
     await second.aclose()
     assert sorted(round((now - r.ts) / 86400) for r in ledger.read(path, 0)) == [1, 29]
+
+
+async def test_a_batch_goes_in_statements_within_sqlites_limit_and_a_full_one_wakes_the_writer(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / ledger.FILE_NAME
+    book = ledger.Ledger(path, 90, Metrics())
+    now = time.time()  # rows of today: none is past retention
+    book.record(a_row(now + 1))
+    await book.flush()
+    assert book._connection is not None
+    # Room for two rows a statement: five rows take three INSERTs, in one transaction.
+    book._connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 2 * len(ledger.COLUMNS) + 1)
+    for second in range(2, 7):
+        book.record(a_row(now + second))
+    await book.flush()
+    assert [row.ts - now for row in ledger.read(path, 0)] == [1, 2, 3, 4, 5, 6]
+    # A busy gateway does not wait for the interval: the FLUSH_ROWS-th row wakes the writer.
+    for _ in range(ledger.FLUSH_ROWS - 1):
+        book.record(a_row(now + 7))
+    assert not book._wake.is_set()
+    book.record(a_row(now + 7))
+    assert book._wake.is_set()
+    await book.aclose()
+    assert len(ledger.read(path, 0)) == 6 + ledger.FLUSH_ROWS
 
 
 async def test_the_ledger_survives_a_restart_and_a_reload(
