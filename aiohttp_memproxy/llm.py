@@ -114,7 +114,8 @@ DEFAULT_ANTHROPIC_BASE = "https://api.anthropic.com"
 MAX_PINNED_HANDLERS = 32
 # litellm_params we hand over ourselves, or that LiteLLM must not see as kwargs.
 OWN_PARAMS = frozenset({"model", "extra_headers"})
-# model_info keys a config may set over LiteLLM's map (custom prices, as on a LiteLLM proxy).
+# model_info keys a config may set over LiteLLM's map (custom prices, as on a LiteLLM proxy); LiteLLM
+# 1.106.2's shared_backend_model_info strips them before (register_model_info), so none arrives yet.
 PRICE_SUFFIXES = ("_cost_per_token", "_cost_per_second", "_cost_per_request", "_token_cost")
 LITELLM_VERSION = metadata.version("litellm")
 # Providers whose model info LiteLLM asks the model's own server for (a blocking request).
@@ -152,12 +153,13 @@ def _known_info(litellm_model: str) -> dict[str, Any] | None:
 def register_model_info(model: ModelConfig) -> None:
     """What LiteLLM's Router does with each deployment of a config: its ``model_info`` (the fields the price
     map knows) into ``litellm.model_cost`` under its ``provider/name``. A model the map lacks then costs a
-    lookup, not a raised and logged exception in LiteLLM's bookkeeping after every call (and its
-    ``model_info`` prices apply, as on a LiteLLM proxy).
+    lookup, not a raised and logged exception in LiteLLM's bookkeeping after every call.
 
     What the map already says is kept: a responses-only model (``mode: responses``) must stay one, or
     LiteLLM sends it to chat completions, which its upstream refuses. The config fills in what the map
-    lacks, and may set prices (as on a LiteLLM proxy); ``mode: chat`` is assumed only for an unknown model.
+    lacks; ``mode: chat`` is assumed only for an unknown model. Its prices do not get here: LiteLLM 1.106.2's
+    ``shared_backend_model_info`` keeps per-deployment prices out of the shared entry (its Router registers
+    them under the deployment's id, which the gateway takes back: llm_router._PriceMap).
     """
     if model.is_wildcard:
         return
@@ -714,6 +716,8 @@ class LLMClients:
             # No price known (we registered the model for LiteLLM): not asked, since LiteLLM 1.106.2 explains
             # a zero cost by scanning its price map (zero_cost_diagnostic), ~1.6 ms a request, measured.
             return None
+        if record.litellm_cost is not None:  # LiteLLM priced the whole answer itself as it returned it
+            return record.litellm_cost
         try:
             prompt, completion = litellm.cost_per_token(
                 model=record.litellm_model,

@@ -229,4 +229,5 @@ class Record:
     litellm_model: str = ""
     provider: str = ""
     tokens: Tokens = field(default_factory=Tokens)
+    litellm_cost: float | None = None  # LiteLLM's own price of a whole answer, where it gave one
     first_byte_s: float | None = None  # seconds after the request arrived
