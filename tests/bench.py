@@ -348,9 +348,13 @@ async def recording_cost(on: Sequence[Target], off: Sequence[Target]) -> dict[st
     p50 latency, each gateway's CPU per request (every thread of its process, over the whole turns), and
     on - off as the difference of the two arms' means with its 95 % interval (Welch's t over the gateways).
     Several gateways per arm, because two processes alike differ by as much as the ledger could cost
-    (~0.2-0.3 ms of CPU a request, measured 2026-12-03: hash seeds, memory layout), which one gateway per arm
-    takes for the ledger's; and an interval from the turns alone leaves that out."""
-    targets = [gateway for pair in zip(on, off, strict=True) for gateway in pair]
+    (~0.2-0.3 ms of CPU a request, in A/A runs on 2026-12-03), which one gateway per arm takes for the
+    ledger's; and an interval from the turns alone leaves that out."""
+    targets = [
+        gateway
+        for index, pair in enumerate(zip(on, off, strict=True))
+        for gateway in (pair if index % 2 == 0 else pair[::-1])
+    ]
     arms = {"on": on, "off": off}
     found: dict[str, Any] = {}
     async with client_session() as session:
@@ -579,8 +583,9 @@ def goals(proxy: Target, litellm: Target | None) -> dict[str, bool | None]:
 async def recording_run(
     tmp: Path, upstream: str, env: dict[str, str], processes: list[subprocess.Popen[bytes]]
 ) -> dict[str, Any]:
-    """Fresh gateways, LEDGER_GATEWAYS with the usage ledger on and as many off, started one of each in
-    turn, measured in turns."""
+    """Fresh gateways, LEDGER_GATEWAYS with the usage ledger on and as many off, measured in turns. They
+    are started, warmed up and first asked in the order on, off, off, on, on, off, ...: whatever comes with
+    being earlier (a gateway started first has run longest when the turns begin) falls on both arms alike."""
     configs = {
         ledger: write_config(tmp, upstream, ledger=ledger, name=f"ledger-{ledger}.yaml")
         for ledger in (True, False)
@@ -588,7 +593,7 @@ async def recording_run(
     arms: dict[bool, list[Target]] = {True: [], False: []}
     mine: list[subprocess.Popen[bytes]] = []
     for index in range(LEDGER_GATEWAYS):
-        for ledger in (True, False):
+        for ledger in (True, False) if index % 2 == 0 else (False, True):
             name = f"ledger-{'on' if ledger else 'off'}-{index + 1}"
             port = free_port()
             process = spawn(serve_command(configs[ledger], port, tmp / name), env)
