@@ -22,6 +22,7 @@ import math
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -295,15 +296,9 @@ def cpu_s(pid: int) -> tuple[float, frozenset[str]]:
     return total / 1e9, frozenset(alive)
 
 
-def mean_interval(values: Sequence[float]) -> tuple[float, float]:
-    """The mean and the half-width of its ~95 % interval (2 standard errors); NaN for no values."""
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan
-    variance = sum((value - mean) ** 2 for value in values) / (len(values) - 1)
-    return mean, 2 * math.sqrt(variance / len(values))
+def mean(values: Sequence[float]) -> float:
+    """The mean; NaN for no values (a gateway whose every turn was dropped)."""
+    return statistics.fmean(values) if values else math.nan
 
 
 def t_975(df: float) -> float:
@@ -323,21 +318,21 @@ def difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     size); NaN for the half-width where a group has fewer than two values."""
     if not a or not b:
         return math.nan, math.nan
-    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    delta = mean(a) - mean(b)
     if len(a) < 2 or len(b) < 2:
-        return mean_a - mean_b, math.nan
-    share_a = sum((x - mean_a) ** 2 for x in a) / (len(a) - 1) / len(a)
-    share_b = sum((x - mean_b) ** 2 for x in b) / (len(b) - 1) / len(b)
+        return delta, math.nan
+    share_a, share_b = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     if share_a + share_b == 0:
-        return mean_a - mean_b, 0.0
+        return delta, 0.0
     df = (share_a + share_b) ** 2 / (share_a**2 / (len(a) - 1) + share_b**2 / (len(b) - 1))
-    return mean_a - mean_b, t_975(df) * math.sqrt(share_a + share_b)
+    return delta, t_975(df) * math.sqrt(share_a + share_b)
 
 
 def pooled_sd(groups: Sequence[Sequence[float]]) -> float:
     """The standard deviation within groups, pooled: here, how far gateways alike differ from each other."""
-    squares = sum(sum((x - sum(g) / len(g)) ** 2 for x in g) for g in groups if len(g) > 1)
-    freedom = sum(len(g) - 1 for g in groups if len(g) > 1)
+    counted = [group for group in groups if len(group) > 1]
+    freedom = sum(len(group) - 1 for group in counted)
+    squares = sum(statistics.variance(group) * (len(group) - 1) for group in counted)
     return math.sqrt(squares / freedom) if freedom else math.nan
 
 
@@ -380,7 +375,7 @@ async def recording_cost(on: Sequence[Target], off: Sequence[Target]) -> dict[st
                     for target in targets:
                         used = ended[target.name][0] - started[target.name][0]
                         cpu[target.name].append(1000 * used / LEDGER_BATCH)
-                per_gateway = {name: mean_interval(values)[0] for name, values in cpu.items()}
+                per_gateway = {name: mean(values) for name, values in cpu.items()}
                 means = {arm: [per_gateway[t.name] for t in gateways] for arm, gateways in arms.items()}
                 delta, half = difference(means["on"], means["off"])
                 found[f"{dialect} {'stream' if stream else 'plain'}"] = {
@@ -389,7 +384,7 @@ async def recording_cost(on: Sequence[Target], off: Sequence[Target]) -> dict[st
                         arm: round(100 * len(samples[arm]) / (len(gateways) * LEDGER_TURNS * LEDGER_BATCH), 2)
                         for arm, gateways in arms.items()
                     },
-                    "cpu_ms": {arm: round(sum(means[arm]) / len(means[arm]), 3) for arm in arms},
+                    "cpu_ms": {arm: round(mean(means[arm]), 3) for arm in arms},
                     "on_minus_off": {"mean": round(delta, 3), "interval": round(half, 3)},
                     "alike_sd": round(pooled_sd(list(means.values())), 3),
                     "per_gateway": {name: round(value, 3) for name, value in per_gateway.items()},
