@@ -501,7 +501,8 @@ class LLMClients:
             async for event in events:
                 data = event.model_dump(mode="json", exclude_none=True)
                 if record is not None and data.get("type") == "response.completed":
-                    record.tokens = usage.responses((data.get("response") or {}).get("usage"))
+                    found = (data.get("response") or {}).get("usage")
+                    record.later = usage.read_later(usage.responses, found)
                 yield sse.responses_event(data)
 
     async def messages(
@@ -579,12 +580,13 @@ class LLMClients:
                 yield frame
             return
         reader = usage.AnthropicStreamUsage() if record is not None else None
+        if reader is not None and record is not None:
+            record.later = reader.read  # what the stream said of its usage, read when the row is made
         async with contextlib.aclosing(_items(stream, model.name, record)) as items:
             async for data in items:
                 frame = data if isinstance(data, bytes) else str(data).encode()
-                if reader is not None and record is not None:
+                if reader is not None:
                     reader.feed(frame)
-                    record.tokens = reader.tokens
                 if translated and frame.startswith(b"event: error"):
                     raise errors.UpstreamUnreachable(
                         f"model {model.name!r}: the upstream could not be reached or broke off"

@@ -86,7 +86,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         metrics.requests.labels(route, model, str(status)).inc()
         if bound.get("fallback"):
             metrics.fallbacks.labels(model).inc()
-        ledger.record_request(request, status, elapsed)
+        ledger.record_request(request, status, elapsed, bound)
         metrics.latency.labels(route).observe(elapsed)
         log.info("request", status=status, ms=round(elapsed * 1000, 1))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -22,11 +22,20 @@ CLIENT_FAMILIES = (
 )
 
 
+# A gateway sees a handful of User-Agents: each one's family is remembered (bounded), not searched for again.
+MAX_KNOWN_AGENTS = 256
+_families: dict[str, str] = {}
+
+
 def client_family(user_agent: str | None) -> str:
-    for family, pattern in CLIENT_FAMILIES:
-        if user_agent and pattern.search(user_agent):
-            return family
-    return "other"
+    if not user_agent:
+        return "other"
+    family = _families.get(user_agent)
+    if family is None:
+        family = next((name for name, pattern in CLIENT_FAMILIES if pattern.search(user_agent)), "other")
+        if len(_families) < MAX_KNOWN_AGENTS:
+            _families[user_agent] = family
+    return family
 
 
 @dataclass
@@ -41,23 +50,26 @@ class Tokens:
 
     def merge(self, other: Tokens) -> None:
         """What ``other`` says, over what this says (a stream's later usage is the fuller one)."""
-        for item in fields(self):
-            value = getattr(other, item.name)
+        for name in TOKEN_FIELDS:
+            value = getattr(other, name)
             if value is not None:
-                setattr(self, item.name, value)
+                setattr(self, name, value)
 
     @property
     def known(self) -> bool:
         return self.input is not None or self.output is not None
 
 
+TOKEN_FIELDS = tuple(item.name for item in fields(Tokens))
+
+
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    return value if type(value) is int and value >= 0 else None  # not a bool, not an int's subclass
 
 
 def _get(mapping: Any, *path: str) -> Any:
     for key in path:
-        if not isinstance(mapping, Mapping):
+        if type(mapping) is not dict and not isinstance(mapping, Mapping):  # JSON's dict first: the fast test
             return None
         mapping = mapping.get(key)
     return mapping
@@ -109,27 +121,50 @@ def responses(usage: Any) -> Tokens:
 class AnthropicStreamUsage:
     """Reads the usage of an Anthropic SSE stream while its bytes are relayed unchanged: ``message_start``
     carries the input (and cache) tokens, each ``message_delta`` the output so far. Frames may be split
-    anywhere; only the lines of those two events are kept, bounded."""
+    anywhere; only the end of the last line is kept, bounded.
+
+    Only the data lines of those two events are looked at, found by their quoted type (a string inside an
+    answer's text has its quotes escaped, so it never matches): a stream's other lines, its text, are not
+    read one by one. They are kept as they are (a few, bounded) and read when ``read`` is called: the
+    ledger calls it when it makes the row, in its batch, not on the stream's path.
+    """
 
     MAX_LINE = 64 * 1024  # a usage event's data line is small; anything longer is not one
+    MAX_KEPT = 16  # usage lines kept unread; more (a stream of many message_delta) are read as they come
+    MARKERS = (b'"message_start"', b'"message_delta"')
 
     def __init__(self) -> None:
-        self.tokens = Tokens()
+        self._tokens = Tokens()
         self._partial = b""
-        self._event = b""
+        self._kept: list[bytes] = []
+
+    @property
+    def tokens(self) -> Tokens:
+        return self.read()
 
     def feed(self, chunk: bytes) -> None:
-        data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        if len(self._partial) > self.MAX_LINE:
-            self._partial = b""
-        for line in lines:
-            line = line.rstrip(b"\r")
-            if line.startswith(b"event:"):
-                self._event = line[6:].strip()
-            elif line.startswith(b"data:") and self._event in (b"message_start", b"message_delta"):
-                self._read(line[5:])
+        data = self._partial + chunk if self._partial else chunk
+        end = data.rfind(b"\n") + 1  # the complete lines: data[:end]
+        self._partial = data[end:] if len(data) - end <= self.MAX_LINE else b""
+        for marker in self.MARKERS:
+            at = data.find(marker, 0, end)
+            while at != -1:
+                start = data.rfind(b"\n", 0, at) + 1
+                stop = data.find(b"\n", at, end)  # found: data[end - 1] is a line break
+                line = data[start:stop].rstrip(b"\r")
+                if line.startswith(b"data:"):
+                    self._kept.append(line[5:])
+                at = data.find(marker, stop, end)
+        if len(self._kept) > self.MAX_KEPT:
+            self.read()
+
+    def read(self) -> Tokens:
+        """The usage so far: the kept lines read, in the order they came (in one read, a message_start's
+        before a message_delta's, as a stream sends them)."""
+        kept, self._kept = self._kept, []
+        for payload in kept:
+            self._read(payload)
+        return self._tokens
 
     def _read(self, payload: bytes) -> None:
         try:
@@ -138,10 +173,11 @@ class AnthropicStreamUsage:
             return
         if not isinstance(event, dict):
             return
-        usage = (
-            _get(event, "message", "usage") if event.get("type") == "message_start" else event.get("usage")
-        )
-        self.tokens.merge(anthropic(usage))
+        kind = event.get("type")
+        if kind == "message_start":
+            self._tokens.merge(anthropic(_get(event, "message", "usage")))
+        elif kind == "message_delta":
+            self._tokens.merge(anthropic(event.get("usage")))
 
 
 class ChatUsageTap:
@@ -185,10 +221,17 @@ class ChatUsageTap:
         lines = b"".join((*self._partial, chunk[:end])) if self._partial else chunk[:end]
         self._partial = [chunk[end:]] if end < len(chunk) else []
         self._cr = not self._partial and lines.endswith(b"\r")  # the read's very last byte: an LF may follow
-        if not self._taking and b"[]" not in lines:  # no usage chunk here: the usual case, passed as it is
-            self._dropped = False
-            return lead + lines
-        return lead + b"".join(line for line in lines.splitlines(keepends=True) if not self._drops(line))
+        head = b""
+        if not self._taking:  # the lines before the first that could be a usage chunk pass as they are
+            at = lines.find(b"[]")
+            if at == -1:  # no usage chunk here: the usual case
+                self._dropped = False
+                return lead + lines
+            start = max(lines.rfind(b"\n", 0, at), lines.rfind(b"\r", 0, at)) + 1
+            head, lines = lines[:start], lines[start:]
+        return (
+            lead + head + b"".join(line for line in lines.splitlines(keepends=True) if not self._drops(line))
+        )
 
     def end(self) -> bytes:
         """The last line, if the body ended without a line break."""
@@ -231,3 +274,23 @@ class Record:
     tokens: Tokens = field(default_factory=Tokens)
     litellm_cost: float | None = None  # LiteLLM's own price of a whole answer, where it gave one
     first_byte_s: float | None = None  # seconds after the request arrived
+    # The answer's usage, read when the row is made (in the ledger's batch, off the request's path): merged
+    # over ``tokens`` by ``settled``.
+    later: Callable[[], Tokens] | None = None
+
+    def settled(self) -> Tokens:
+        if self.later is not None:
+            self.tokens.merge(self.later())
+            self.later = None
+        return self.tokens
+
+
+def read_later(parse: Callable[[Any], Tokens], found: Any) -> Callable[[], Tokens]:
+    """``parse`` of an answer's usage, when asked: JSON, or LiteLLM's object dumped as JSON (faster than
+    reading its fields one by one: pydantic looks some of them up the slow way)."""
+
+    def read() -> Tokens:
+        dump = getattr(found, "model_dump", None)
+        return parse(dump() if callable(dump) else found)
+
+    return read

@@ -145,6 +145,9 @@ async def readiness(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    book = request.app.get(LEDGER)
+    if book is not None:
+        book.settle()  # the usage counters of every request so far, not of the last batch's
     body = prometheus_client.generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
 
@@ -247,7 +250,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if streaming:
         return await sse.openai_stream(request, llm.chunks(result, resolved.config.name, record, hide_usage))
     if record is not None:
-        record.tokens = usage.openai_chat(_usage_of(result))
+        record.later = usage.read_later(usage.openai_chat, getattr(result, "usage", None))
         record.litellm_cost = _litellm_cost(result)
     return web.json_response(text=result.model_dump_json(exclude_none=True))
 
@@ -255,12 +258,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 def _asked_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def _usage_of(result: Any) -> Any:
-    found = getattr(result, "usage", None)
-    dump = getattr(found, "model_dump", None)
-    return dump() if callable(dump) else found
 
 
 def _litellm_cost(result: Any) -> float | None:
@@ -309,7 +306,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if body.get("stream") is True:
         return await sse.anthropic_stream(request, llm.events(result, resolved.config, record))
     if record is not None:
-        record.tokens = usage.anthropic(result.get("usage") if isinstance(result, dict) else None)
+        record.later = usage.read_later(
+            usage.anthropic, result.get("usage") if isinstance(result, dict) else None
+        )
     return web.json_response(result)
 
 
@@ -331,7 +330,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
     if body.get("stream") is True:
         return await sse.responses_stream(request, llm.response_events(result, resolved.config.name, record))
     if record is not None:
-        record.tokens = usage.responses(_usage_of(result))
+        record.later = usage.read_later(usage.responses, getattr(result, "usage", None))
     return web.json_response(text=result.model_dump_json(exclude_none=True))
 
 

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from aiohttp_memproxy import cli, ledger, report
+from aiohttp_memproxy import cli, ledger, report, usage
 from aiohttp_memproxy.keys import LEDGER, RUNTIMES
 from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.settings import Settings
@@ -308,6 +308,47 @@ async def test_a_batch_goes_in_statements_within_sqlites_limit_and_a_full_one_wa
     assert book._wake.is_set()
     await book.aclose()
     assert len(ledger.read(path, 0)) == 6 + ledger.FLUSH_ROWS
+
+
+async def test_rows_are_made_with_the_batch_in_slices_and_a_failing_one_never_stops_the_writer(
+    tmp_path: Path, log_lines: LogLines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request leaves an entry; its row (usage read, priced, counted) is made at the flush, a slice at a
+    time between turns of the event loop. A row that cannot be made is dropped and counted; the rest go in."""
+    metrics = Metrics()
+    book = ledger.Ledger(tmp_path / ledger.FILE_NAME, 90, metrics)
+    now = time.time()
+
+    def broken(record: usage.Record) -> float | None:
+        raise RuntimeError("a bug")
+
+    def entry(number: int, price: Callable[[usage.Record], float | None]) -> ledger.Entry:
+        record = usage.Record(litellm_model="openai/m", provider="openai")
+        record.later = usage.read_later(usage.openai_chat, {"prompt_tokens": number, "completion_tokens": 1})
+        bound = {"request_id": f"r{number}", "route": "/v1/chat/completions", "model": "m", "user_id": "u"}
+        return ledger.Entry(now + number, 0.01, 200, bound, "OpenAI/Python 1.0", record, price)
+
+    count = ledger.SETTLE_SLICE + 5
+    for number in range(count):
+        book.take(entry(number, broken if number == 3 else lambda record: 0.5))
+    slices = 0
+    real_sleep = asyncio.sleep
+
+    async def counted(delay: float) -> None:
+        nonlocal slices
+        slices += 1
+        await real_sleep(delay)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(asyncio, "sleep", counted)
+        await book.flush()
+    assert slices >= 2  # the event loop had its turn between the slices
+    rows = ledger.read(book.path, 0)
+    assert [row.input_tokens for row in rows] == [number for number in range(count) if number != 3]
+    assert {(row.client, row.output_tokens, row.cost_usd) for row in rows} == {("openai-sdk", 1, 0.5)}
+    assert metrics.ledger_dropped._value.get() == 1
+    assert [line["error"] for line in log_lines.named("ledger_row_failed")] == ["RuntimeError"]
+    await book.aclose()
 
 
 async def test_the_ledger_survives_a_restart_and_a_reload(

@@ -1,6 +1,7 @@
 """usage.ChatUsageTap: the usage-only chunk of an OpenAI chat stream taken out of its bytes and read, every
 other byte passed on unchanged and in order, however the stream is split; the OpenAI SDK's own SSE decoder
-(which LiteLLM reads OpenAI streams with) then sees the same events but that one."""
+(which LiteLLM reads OpenAI streams with) then sees the same events but that one. usage.AnthropicStreamUsage:
+a Messages stream's usage read from its bytes, however they are split."""
 
 from __future__ import annotations
 
@@ -124,3 +125,65 @@ def test_bare_cr_lines_keep_their_bytes() -> None:
     passed, tap = tapped([data[:15], data[15:16], data[16:]])
     assert passed == b"data: a\rdata: b\n" + b"data: [DONE]\r\r"
     assert tap.tokens.output == 30
+
+
+def anthropic_event(kind: str, payload: dict[str, object]) -> bytes:
+    return f"event: {kind}\ndata: ".encode() + json.dumps({"type": kind, **payload}).encode() + b"\n\n"
+
+
+START_USAGE = {"input_tokens": 20, "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 5}
+MESSAGE_STREAM = b"".join(
+    [
+        anthropic_event(
+            "message_start", {"message": {"id": "m", "usage": {**START_USAGE, "output_tokens": 1}}}
+        ),
+        anthropic_event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        # The answer's text names the usage events and carries usage-like JSON: never read as usage.
+        anthropic_event(
+            "content_block_delta",
+            {
+                "index": 0,
+                "delta": {
+                    "type": "text_delta",
+                    "text": '"message_delta" {"type": "message_delta", "usage": {"output_tokens": 999}}',
+                },
+            },
+        ),
+        anthropic_event("content_block_stop", {"index": 0}),
+        anthropic_event(
+            "message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 42}}
+        ),
+        anthropic_event("message_stop", {}),
+    ]
+)
+MESSAGE_TOKENS = usage.Tokens(input=1025, output=42, cache_read=1000, cache_write=5)
+
+
+def read_usage(pieces: list[bytes]) -> usage.Tokens:
+    reader = usage.AnthropicStreamUsage()
+    for piece in pieces:
+        reader.feed(piece)
+    return reader.tokens
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=12), st.sampled_from([b"\n", b"\r\n"]))
+def test_a_messages_streams_usage_is_read_however_it_is_split(cuts: list[int], newline: bytes) -> None:
+    assert read_usage(split(MESSAGE_STREAM.replace(b"\n", newline), cuts)) == MESSAGE_TOKENS
+
+
+def test_a_messages_stream_read_byte_by_byte() -> None:
+    assert read_usage([MESSAGE_STREAM[i : i + 1] for i in range(len(MESSAGE_STREAM))]) == MESSAGE_TOKENS
+
+
+def test_a_long_line_before_the_usage_is_passed_over() -> None:
+    """A text delta longer than the kept line (a whole file), fed a few bytes at a time: what is kept stays
+    bounded, and the usage after it is still read."""
+    long_text = anthropic_event(
+        "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "x" * 300_000}}
+    )
+    data = MESSAGE_STREAM.replace(b"event: content_block_stop", long_text + b"event: content_block_stop")
+    reader = usage.AnthropicStreamUsage()
+    for start in range(0, len(data), 4096):
+        reader.feed(data[start : start + 4096])
+        assert len(reader._partial) <= usage.AnthropicStreamUsage.MAX_LINE + 4096
+    assert reader.tokens == MESSAGE_TOKENS
