@@ -18,6 +18,7 @@ from tests.bench import (
     difference,
     goals,
     mean,
+    overall,
     overhead,
     percentile,
     pooled_sd,
@@ -60,22 +61,34 @@ def test_recording_cost_is_a_difference_of_gateways_with_its_interval() -> None:
     assert math.isnan(pooled_sd([[1.0], [2.0]]))
     row: dict[str, Any] = {
         "p50_ms": {"on": 5.0, "off": 4.9},
+        "p50_on_minus_off": {"mean": 0.1, "interval": 0.3},
         "success": {"on": 100.0, "off": 100.0},
         "cpu_ms": {"on": 8.12, "off": 8.0},
         "on_minus_off": {"mean": 0.12, "interval": 0.5},
         "alike_sd": 0.21,
-        "per_gateway": {},
+        # Gateways on at 1.02 and 1.04 of the off arm's mean, off at 0.99 and 1.01.
+        "per_gateway": {"ledger-on-1": 8.16, "ledger-off-1": 7.92, "ledger-on-2": 8.32, "ledger-off-2": 8.08},
+        "per_gateway_p50": {"ledger-on-1": 5.0, "ledger-off-1": 5.0, "ledger-on-2": 5.0, "ledger-off-2": 5.0},
         "turns_dropped": 2,  # a thread of one gateway ended in them
     }
     text = recording_table({"openai plain": row})
-    line = text.splitlines()[-1]
+    line, total = text.splitlines()[-2:]
     assert line.split()[-1] == str(LEDGER_TURNS - 2)
     assert line.startswith("openai plain")
-    assert "5.00/4.90" in line
     assert "8.00" in line
     assert "+0.12±0.50" in line
     assert "+1.5%" in line
+    assert "4.90" in line
+    assert "+0.10±0.30" in line
+    assert "+2.0%" in line
     assert "0.21" in line
+    # All rows: the mean ratio on (1.03) less off (1.00), Welch over the gateways; the same p50s, 0 ± 0.
+    cpu = overall({"openai plain": row})
+    assert cpu["mean_pct"] == pytest.approx(3.0)
+    _, half = difference([1.02, 1.04], [0.99, 1.01])
+    assert cpu["interval_pct"] == pytest.approx(100 * half, abs=0.01)
+    assert overall({"openai plain": row}, "per_gateway_p50") == {"mean_pct": 0.0, "interval_pct": 0.0}
+    assert total.split()[:3] == ["all", "rows", f"+3.00%±{cpu['interval_pct']:.2f}"]
 
 
 def test_each_target_goes_first_in_its_turn() -> None:
