@@ -149,9 +149,12 @@ class Ledger:
         if len(self._entries) == FLUSH_ROWS:
             self._wake.set()
 
-    def settle(self) -> None:
-        """Every entry taken made into its row and counted in /metrics (which /metrics asks for first)."""
-        self._settle(len(self._entries))
+    async def settle(self) -> None:
+        """Every entry taken made into its row and counted in /metrics (which /metrics asks for first), in
+        slices: a large batch (LiteLLM's cost function) never holds the event loop long."""
+        while self._entries:
+            self._settle(SETTLE_SLICE)
+            await asyncio.sleep(0)
 
     def _settle(self, count: int) -> None:
         entries, self._entries = self._entries[:count], self._entries[count:]
@@ -163,7 +166,10 @@ class Ledger:
                 log.error("ledger_row_failed", error=type(exc).__name__)
                 continue
             self.record(row)
-            self._metrics.count_usage(row)
+            try:
+                self._metrics.count_usage(row)
+            except Exception as exc:  # nor a counter that refuses a value: the row is kept
+                log.error("ledger_metrics_failed", error=type(exc).__name__)
 
     def record(self, row: Row) -> None:
         """Queue a row (never blocks, never raises): the next flush writes it."""
@@ -196,9 +202,7 @@ class Ledger:
             await self._flush()
 
     async def _flush(self) -> None:
-        while self._entries:  # in slices: a large batch (LiteLLM's cost function) never holds the loop long
-            self._settle(SETTLE_SLICE)
-            await asyncio.sleep(0)
+        await self.settle()
         if not self._pending and (self._failing or time.time() - self._pruned_at < PRUNE_INTERVAL_S):
             return
         rows, self._pending = self._pending, []

@@ -147,7 +147,7 @@ async def readiness(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     book = request.app.get(LEDGER)
     if book is not None:
-        book.settle()  # the usage counters of every request so far, not of the last batch's
+        await book.settle()  # the usage counters of every request so far, not of the last batch's
     body = prometheus_client.generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
 

@@ -407,7 +407,8 @@ def overall(found: dict[str, Any], key: str = "per_gateway") -> dict[str, float]
     (Welch's t over the gateways). More requests than any row's, so a smaller difference shows."""
     ratios: dict[str, list[float]] = {}
     for row in found.values():
-        values = row.get(key) or {}
+        # A gateway with no figure in a row (every turn dropped, no request answered) is left out of it.
+        values = {name: value for name, value in (row.get(key) or {}).items() if not math.isnan(value)}
         offs = [value for name, value in values.items() if "-off-" in name]
         if not offs:
             continue

@@ -89,6 +89,9 @@ def test_recording_cost_is_a_difference_of_gateways_with_its_interval() -> None:
     assert cpu["interval_pct"] == pytest.approx(100 * half, abs=0.01)
     assert overall({"openai plain": row}, "per_gateway_p50") == {"mean_pct": 0.0, "interval_pct": 0.0}
     assert total.split()[:3] == ["all", "rows", f"+3.00%±{cpu['interval_pct']:.2f}"]
+    # A gateway with no figure in a row (every turn dropped) is left out of that row, not of all rows.
+    gap = {**row, "per_gateway": {**row["per_gateway"], "ledger-on-1": math.nan}}
+    assert overall({"openai plain": row, "openai stream": gap}) == cpu
 
 
 def test_each_target_goes_first_in_its_turn() -> None:

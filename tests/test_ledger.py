@@ -328,9 +328,13 @@ async def test_rows_are_made_with_the_batch_in_slices_and_a_failing_one_never_st
         bound = {"request_id": f"r{number}", "route": "/v1/chat/completions", "model": "m", "user_id": "u"}
         return ledger.Entry(now + number, 0.01, 200, bound, "OpenAI/Python 1.0", record, price)
 
+    def refused(record: usage.Record) -> float | None:
+        return -1.0  # a price prometheus_client's counter refuses (it only goes up)
+
     count = ledger.SETTLE_SLICE + 5
+    prices = {3: broken, 4: refused}
     for number in range(count):
-        book.take(entry(number, broken if number == 3 else lambda record: 0.5))
+        book.take(entry(number, prices.get(number, lambda record: 0.5)))
     slices = 0
     real_sleep = asyncio.sleep
 
@@ -345,10 +349,16 @@ async def test_rows_are_made_with_the_batch_in_slices_and_a_failing_one_never_st
     assert slices >= 2  # the event loop had its turn between the slices
     rows = ledger.read(book.path, 0)
     assert [row.input_tokens for row in rows] == [number for number in range(count) if number != 3]
-    assert {(row.client, row.output_tokens, row.cost_usd) for row in rows} == {("openai-sdk", 1, 0.5)}
+    assert {(row.client, row.output_tokens, row.cost_usd) for row in rows if row.input_tokens != 4} == {
+        ("openai-sdk", 1, 0.5)
+    }
     assert metrics.ledger_dropped._value.get() == 1
     assert [line["error"] for line in log_lines.named("ledger_row_failed")] == ["RuntimeError"]
+    assert [line["error"] for line in log_lines.named("ledger_metrics_failed")] == ["ValueError"]
+    # The writer goes on: what comes next is written too.
+    book.take(entry(count, lambda record: 0.5))
     await book.aclose()
+    assert ledger.read(book.path, 0)[-1].input_tokens == count
 
 
 async def test_the_ledger_survives_a_restart_and_a_reload(
