@@ -138,10 +138,6 @@ class AnthropicStreamUsage:
         self._partial = b""
         self._kept: list[bytes] = []
 
-    @property
-    def tokens(self) -> Tokens:
-        return self.read()
-
     def feed(self, chunk: bytes) -> None:
         data = self._partial + chunk if self._partial else chunk
         end = data.rfind(b"\n") + 1  # the complete lines: data[:end]

@@ -663,10 +663,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.ledger_only:
                 recording = await recording_run(Path(tmp), upstream, env, processes)
                 print(recording_table(recording))
-                report = {"chunks": args.chunks, "usage_ledger": recording, **ledger_overall(recording)}
-                Path(args.output).write_text(json.dumps(report, indent=2))  # noqa: ASYNC240  # once, at the end
-                print(f"\nJSON: {args.output}")
-                return report
+                return save(
+                    {"chunks": args.chunks, "usage_ledger": recording, **ledger_overall(recording)}, args
+                )
             config = write_config(Path(tmp), upstream)
             port = free_port()
             started = time.perf_counter()
@@ -727,7 +726,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         **ledger_overall(recording),
         "goals": achieved,
     }
-    Path(args.output).write_text(json.dumps(report, indent=2))  # noqa: ASYNC240  # once, at the very end
+    return save(report, args)
+
+
+def save(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The report as JSON, once, at the very end."""
+    Path(args.output).write_text(json.dumps(report, indent=2))
     print(f"\nJSON: {args.output}")
     return report
 

@@ -163,7 +163,7 @@ def read_usage(pieces: list[bytes]) -> usage.Tokens:
     reader = usage.AnthropicStreamUsage()
     for piece in pieces:
         reader.feed(piece)
-    return reader.tokens
+    return reader.read()
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=12), st.sampled_from([b"\n", b"\r\n"]))
@@ -186,4 +186,4 @@ def test_a_long_line_before_the_usage_is_passed_over() -> None:
     for start in range(0, len(data), 4096):
         reader.feed(data[start : start + 4096])
         assert len(reader._partial) <= usage.AnthropicStreamUsage.MAX_LINE + 4096
-    assert reader.tokens == MESSAGE_TOKENS
+    assert reader.read() == MESSAGE_TOKENS
