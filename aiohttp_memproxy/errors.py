@@ -120,6 +120,17 @@ class UpstreamUnreachable(ProxyError):
     default_code = "upstream_unreachable"
 
 
+class UpstreamRedirected(UpstreamUnreachable):
+    default_code = "upstream_redirect"
+
+    @classmethod
+    def of(cls, where: str, status: int, host: str) -> UpstreamRedirected:
+        return cls(
+            f"{where}: the upstream answered {status}, a redirect to {host}; the gateway follows no "
+            "redirect (the request carries the deployment's key): set its api_base to where it points"
+        )
+
+
 class ServiceUnavailable(ProxyError):
     status = 503
     default_code = "service_unavailable"

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp_memproxy import errors
 from aiohttp_memproxy.keys import RUNTIME, SETTINGS, TRANSPORT
 from aiohttp_memproxy.middlewares import KEY_HEADERS
-from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER
+from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, UpstreamRedirect
 
 log = structlog.get_logger()
 
@@ -86,6 +86,8 @@ async def forward(request: web.Request) -> web.StreamResponse:
     )
     try:
         response = await request.app[TRANSPORT].handle_async_request(upstream_request)
+    except UpstreamRedirect as exc:
+        raise errors.UpstreamRedirected.of("forward mode", exc.status, exc.host) from None
     except httpx.TimeoutException:
         raise errors.UpstreamTimeout("the upstream timed out") from None
     except httpx.TransportError:

@@ -179,6 +179,7 @@ def _install() -> None:
         if self.transport is None:
             self.transport = dispatch
         client: httpx.AsyncClient = original_create_client(self, *args, **kwargs)
+        client.follow_redirects = False  # the transport refuses a redirect anyway: never followed with a key
         return client
 
     def create_async_transport(*args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
@@ -190,7 +191,7 @@ def _install() -> None:
         # session's jar, so httpx keeps none (LiteLLM's own blocked jar).
         return httpx.AsyncClient(
             transport=dispatch,
-            follow_redirects=True,
+            follow_redirects=False,
             trust_env=False,
             timeout=None,  # noqa: S113
             cookies=blocked_cookie_jar(),

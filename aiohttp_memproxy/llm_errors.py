@@ -27,7 +27,7 @@ from litellm.exceptions import (
 from litellm.types.router import RouterRateLimitError, RouterRateLimitErrorBasic
 
 from aiohttp_memproxy import errors
-from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, CertificateError
+from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, CertificateError, UpstreamRedirect
 
 log = structlog.get_logger()
 
@@ -192,6 +192,8 @@ def to_proxy_error(
         return to_proxy_error(original, model)  # what broke the stream, not LiteLLM's wrapper
     # Our transport's own errors are the truth about the connection, however LiteLLM wrapped them.
     for error in _chain(exc):
+        if isinstance(error, UpstreamRedirect):
+            return errors.UpstreamRedirected.of(where, error.status, error.host)
         if isinstance(error, CertificateError):
             return errors.UpstreamUnreachable(
                 f"{where}: the TLS certificate of {error.host} could not be verified (is the CA of a "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextvars import ContextVar
@@ -26,6 +27,8 @@ from aiohttp_memproxy.metrics import Metrics
 log = structlog.get_logger()
 
 RETRY_STATUSES = frozenset({429, 503})
+# A host as a client may be told it: a name or an address, nothing else of the upstream's Location.
+SHOWABLE_HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
 # Added to every response handed to httpx: LiteLLM re-raises some upstream statuses as 500 but keeps the
 # response headers, so llm.py can still tell the client the upstream's own status.
 UPSTREAM_STATUS_HEADER = "x-memproxy-upstream-status"
@@ -71,6 +74,28 @@ class CertificateError(httpx.ConnectError):
     def __init__(self, host: str, request: httpx.Request) -> None:
         super().__init__(f"upstream TLS certificate not verified for {host}", request=request)
         self.host = host
+
+
+class UpstreamRedirect(httpx.TransportError):
+    """The upstream answered a redirect. Never followed: the request carries the deployment's key in headers
+    that httpx, which LiteLLM's clients follow redirects with, keeps on a cross-origin hop (all but
+    ``Authorization``). Raised before httpx sees the response, so no client of any provider can follow it."""
+
+    def __init__(self, status: int, host: str, request: httpx.Request) -> None:
+        super().__init__(f"upstream redirect {status} to {host}", request=request)
+        self.status = status
+        self.host = host
+
+
+def redirect_host(location: str | None, request_url: URL) -> str:
+    """The host a redirect points to (the request's own for a relative one), and nothing else of it."""
+    if not location:
+        return "no location"
+    try:
+        host = request_url.join(URL(location)).host
+    except ValueError:
+        host = None
+    return host if host and SHOWABLE_HOST.fullmatch(host) else "an unreadable location"
 
 
 def translate(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
@@ -175,6 +200,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 outbound.attempts += 1
             response = await self._send(request, body)
             self._metrics.upstream_attempts.inc()
+            if 300 <= response.status < 400:
+                self._refuse_redirect(response, request)
             # The gateway call's total (the Router's retries and fallbacks included), else this request's.
             structlog.contextvars.bind_contextvars(
                 attempts=outbound.attempts if outbound is not None else attempts
@@ -214,6 +241,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
         )
+
+    @staticmethod
+    def _refuse_redirect(response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        host = redirect_host(response.headers.get("Location"), response.url)
+        response.close()
+        log.warning("upstream_redirect_refused", status=response.status, host=host)
+        raise UpstreamRedirect(response.status, host, request)
 
     async def _send(
         self, request: httpx.Request, body: bytes | AsyncIterator[bytes]
