@@ -6,8 +6,8 @@ import time
 
 from aiohttp import web
 
-from aiohttp_memproxy import forward, ledger, litellm_seam, middlewares
-from aiohttp_memproxy.keys import METRICS, SETTINGS, STARTED_AT
+from aiohttp_memproxy import admission, forward, ledger, litellm_seam, middlewares
+from aiohttp_memproxy.keys import ADMISSION, METRICS, SETTINGS, STARTED_AT
 from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.runtime import runtimes
 from aiohttp_memproxy.settings import Settings
@@ -20,15 +20,21 @@ MIB = 1024 * 1024
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=int(settings.proxy.max_body_mb * MIB),
-        middlewares=[middlewares.request_context, middlewares.render_errors, middlewares.authenticate],
+        middlewares=[
+            middlewares.request_context,
+            middlewares.render_errors,
+            admission.admit,
+            middlewares.authenticate,
+        ],
     )
     app[SETTINGS] = settings
+    app[ADMISSION] = admission.Admission(settings.proxy)
     app[STARTED_AT] = time.monotonic()
     app[METRICS] = Metrics()
     # Dependency order: the session (and its jar) first, then the seam that gives LiteLLM our transport, then
     # the runtime whose LiteLLM clients borrow it.
     app.cleanup_ctx.extend([upstream_session, litellm_seam.seam, runtimes, ledger.ledger])
-    app.on_response_prepare.append(middlewares.echo_request_id)
+    app.on_response_prepare.extend([middlewares.echo_request_id, admission.cors_headers])
     app.add_routes(routes)
     app.add_routes(forward.routes if settings.proxy.mode == "forward" else sdk_routes)
     return app

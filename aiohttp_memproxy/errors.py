@@ -18,6 +18,7 @@ ANTHROPIC_TYPES: Mapping[int, str] = {
     403: "permission_error",
     404: "not_found_error",
     413: "request_too_large",
+    415: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
     502: "api_error",
@@ -34,6 +35,7 @@ OPENAI_TYPES: Mapping[int, str] = {
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     429: "rate_limit_error",
 }
 
@@ -108,6 +110,11 @@ class ModelNotFound(NotFound):
 class RequestTooLarge(ProxyError):
     status = 413
     default_code = "request_too_large"
+
+
+class UnsupportedMediaType(ProxyError):
+    status = 415
+    default_code = "unsupported_media_type"
 
 
 class RateLimited(ProxyError):

@@ -13,6 +13,7 @@ from aiohttp_memproxy.settings import Settings
 from aiohttp_memproxy.usage import Record
 
 if TYPE_CHECKING:  # these modules import keys: name them, don't import them
+    from aiohttp_memproxy.admission import Admission
     from aiohttp_memproxy.ledger import Ledger
     from aiohttp_memproxy.runtime import Runtime, Runtimes
     from aiohttp_memproxy.transport import AiohttpTransport
@@ -23,7 +24,12 @@ SETTINGS = web.AppKey("settings", Settings)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() at create_app
 METRICS = web.AppKey("metrics", Metrics)
 
+# Set by create_app: who may use the gateway (Host, browser origins).
+ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
+
 REQUEST_ID = web.RequestKey("request_id", str)
+# Set by admission.admit for a browser origin listed in memproxy.allowed_origins: the origin CORS answers.
+CORS_ORIGIN = web.RequestKey("cors_origin", str)
 DIALECT: web.RequestKey[Dialect] = web.RequestKey("dialect")
 REQUEST_STARTED = web.RequestKey("request_started", float)
 # The Runtime a request started on, kept to its end (set by the request_context middleware).

@@ -1,7 +1,8 @@
 """Request context and the canonical log line, error rendering in the route's dialect, and auth.
 
 Order in ``create_app``: ``request_context`` (outermost: sees the final status), ``render_errors``,
-``authenticate``. Unknown exceptions are not caught: aiohttp logs them and answers 500.
+``admission.admit`` (Host, Origin, Content-Type: before the key and the body), ``authenticate``. Unknown
+exceptions are not caught: aiohttp logs them and answers 500.
 """
 
 from __future__ import annotations

@@ -98,6 +98,8 @@ PUBLIC_DEFAULT_KEYS = frozenset(
     {"sk-1234", "sk-12345", "sk-123456", "sk-1234567890", "sk-master-key", "sk-admin", "changeme", "password"}
 )
 MIN_KEY_LENGTH = 16
+# A Host header's value as allowed_hosts and allowed_origins name it: a name or an address, an optional port.
+HOST_RE = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:[0-9]{1,5})?")
 
 
 class ConfigError(Exception):
@@ -193,6 +195,37 @@ class ProxySettings(_Section):
     ca_bundle: Path | None = None  # a CA file trusted in addition to the system store
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Admission (admission.py): Host names beyond loopback (a reverse proxy's, a LAN name; "*" only on a
+    # non-loopback bind with a master key), and the browser origins allowed to call the API (CORS).
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    # Inbound connections (connections.py): one not running a request (idle, or still sending its headers)
+    # is closed after idle_timeout_s; at most max_connections are open (fewer if the file limit says so).
+    idle_timeout_s: float = Field(default=30, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
+
+    @field_validator("allowed_hosts", mode="after")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        hosts = tuple(host.strip().lower() for host in value)
+        for host in hosts:
+            if host != "*" and not HOST_RE.fullmatch(host):
+                raise _custom(
+                    f"expected a host name or address (with an optional :port) or '*', got {host!r}"
+                )
+        return hosts
+
+    @field_validator("allowed_origins", mode="after")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        origins = tuple(origin.strip().lower().rstrip("/") for origin in value)
+        for origin in origins:
+            scheme, _, host = origin.partition("://")
+            if scheme not in ("http", "https") or not HOST_RE.fullmatch(host):
+                raise _custom(
+                    f"expected an origin such as http://localhost:3000 (scheme, host, port), got {origin!r}"
+                )
+        return origins
 
     @field_validator("upstream_proxy")
     @classmethod
@@ -420,18 +453,27 @@ def key_weakness(key: str) -> str | None:
 
 
 def exposure_problems(settings: Settings) -> tuple[list[str], list[str]]:
-    """(errors, warnings) about serving on ``settings.proxy.host`` with this master key."""
+    """(errors, warnings) about serving on ``settings.proxy.host`` with this master key: checked at start
+    and at every reload (a reload that fails them keeps the old config)."""
     host, key = settings.proxy.host, settings.master_key
     weakness = key_weakness(key) if key else None
+    errors: list[str] = []
+    warnings: list[str] = []
+    if "*" in settings.proxy.allowed_hosts and (is_loopback(host) or key is None):
+        errors.append(
+            "memproxy.allowed_hosts: '*' turns the Host check off, which is allowed only on a non-loopback "
+            "host with general_settings.master_key set: list the names instead"
+        )
     if is_loopback(host):
         if key is None:
-            return [], [f"no master_key: any local process can use this gateway on {host}"]
-        return [], [f"general_settings.master_key {weakness}"] if weakness else []
-    if key is None:
-        return [f"refusing to listen on non-loopback {host} without general_settings.master_key"], []
-    if weakness:
-        return [f"refusing to listen on non-loopback {host}: general_settings.master_key {weakness}"], []
-    return [], []
+            warnings.append(f"no master_key: any local process can use this gateway on {host}")
+        elif weakness:
+            warnings.append(f"general_settings.master_key {weakness}")
+    elif key is None:
+        errors.append(f"refusing to listen on non-loopback {host} without general_settings.master_key")
+    elif weakness:
+        errors.append(f"refusing to listen on non-loopback {host}: general_settings.master_key {weakness}")
+    return errors, warnings
 
 
 def load_settings(path: str | Path, environ: Mapping[str, str]) -> Settings:

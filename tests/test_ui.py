@@ -84,6 +84,12 @@ async def test_the_status_page_shows_state_and_the_ledgers_numbers(
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page()
+            # The page works under its own Content-Security-Policy: nothing of it is blocked.
+            blocked: list[str] = []
+            page.on(
+                "console",
+                lambda message: blocked.append(message.text) if "Security Policy" in message.text else None,
+            )
             await page.goto(str(client.make_url("/ui")))
             await page.wait_for_selector("#login", state="visible")  # a master key is set: the form
             await page.fill("#key", "not-the-key")
@@ -107,6 +113,11 @@ async def test_the_status_page_shows_state_and_the_ledgers_numbers(
                     assert value == pytest.approx(cost[by][key])
             assert "claude-cli" in await page.locator("#tokens-by-client .legend").inner_text()
             assert await page.locator("#latest tbody tr").count() == len(requests)
+            swatch = page.locator("#tokens-by-client .legend i").first
+            assert (
+                await swatch.evaluate("node => getComputedStyle(node).backgroundColor") != "rgba(0, 0, 0, 0)"
+            )
+            assert blocked == []
             shot = (SCREENSHOTS or tmp_path) / "ui.png"
             shot.parent.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(shot), full_page=True)
