@@ -1,10 +1,11 @@
 """What a request runs against (settings, models, memory router, LLM clients), and swapping it on reload.
 
 A request takes the current Runtime when it arrives and keeps it to the end, streams included, so a
-reload never changes a request in flight. A reload validates the new file fully first; on any error the old
-Runtime keeps serving and every error is logged. The replaced Runtime's clients are closed once its last
-request is done. The ``memproxy:`` section belongs to the process (listening address, state dir, body limit,
-upstream pool, timeouts and retries, with their command-line overrides): it changes at a restart.
+reload never changes a request in flight. A reload validates the new file fully first, with every check a
+start makes; on any error the old Runtime keeps serving and every error is logged. The replaced Runtime's
+clients are closed once its last request is done. The ``memproxy:`` section belongs to the process
+(listening address, state dir, body limit, upstream pool, timeouts and retries, with their command-line
+overrides): it changes at a restart.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from aiohttp_memproxy.llm import LLMClients
 from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.models import ModelTable
 from aiohttp_memproxy.routing import MemoryRouter
-from aiohttp_memproxy.settings import ConfigError, Settings, load_settings
+from aiohttp_memproxy.settings import ConfigError, Settings, exposure_problems, load_settings
 from aiohttp_memproxy.transport import AiohttpTransport, RetryPolicy
 
 log = structlog.get_logger()
@@ -75,6 +76,11 @@ class Runtimes:
             # memproxy: belongs to the process (with its command-line overrides): it changes at a restart.
             # So do the proxies and CAs (the session was built with them): egress too.
             settings = replace(settings, proxy=app[SETTINGS].proxy, egress=app[SETTINGS].egress)
+            # Judged as a start judges it: a reload must not open what a start refuses (no key, or a weak
+            # one, on a non-loopback bind).
+            refused, weak = exposure_problems(settings)
+            if refused:
+                raise ConfigError(str(settings.source), refused)
             runtime = Runtime.build(settings, self._transport, app[METRICS])  # LiteLLM judges them
         except ConfigError as exc:
             for error in exc.errors:
@@ -83,6 +89,8 @@ class Runtimes:
             return False
         for warning in settings.warnings:
             log.warning(warning.event, **warning.fields)
+        for message in weak:
+            log.warning("weak_auth", detail=message)
         self.current = runtime
         app[METRICS].reloads.labels("ok").inc()
         log.info("config_reloaded", sha256=settings.digest, models=len(settings.models))

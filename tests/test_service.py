@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,9 @@ import pytest
 import yaml
 
 from aiohttp_memproxy.service import sd_notify
+from tests import netns_reload
 from tests.bench import serve_command
-from tests.conftest import MESSAGES, base_config
+from tests.conftest import MESSAGES, REPO, base_config
 from tests.fake_upstream import CLEARANCE, FakeUpstream
 from tests.test_cli import free_port, wait_ready
 
@@ -187,3 +190,51 @@ async def test_sighup_reloads_a_valid_config_and_keeps_the_old_on_error(
         output, _ = process.communicate()
     errors = [json.loads(line) for line in output.splitlines() if '"config_reload_error"' in line]
     assert [e["error"] for e in errors] == ["model_list[0].litellm_params: required"]
+
+
+def _namespaces() -> str | None:
+    """Why a network namespace cannot be had here, or None."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "unshare or ip (util-linux, iproute2) not installed"
+    probe = subprocess.run(
+        ["unshare", "-rn", "ip", "link", "set", "lo", "up"], capture_output=True, text=True
+    )
+    return f"no unprivileged network namespace: {probe.stderr.strip()[:200]}" if probe.returncode else None
+
+
+async def test_a_reload_on_a_non_loopback_bind_is_judged_as_a_start(child_env: dict[str, str]) -> None:
+    """On 0.0.0.0 with a strong key, SIGHUP with the key removed, published, short or an unset variable is
+    refused as a start would be: the old key keeps guarding, each error is logged; a strong new key is taken.
+    Run in a network namespace of its own, so the gateway on 0.0.0.0 is reachable from nowhere else."""
+    reason = _namespaces()
+    if reason is not None:
+        pytest.skip(reason)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        ["unshare", "-rn", sys.executable, "-m", "tests.netns_reload"],
+        env={**child_env, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [json.loads(line) for line in done.stdout.splitlines()]
+    seen = {step["step"]: step for step in steps if step["step"] != "log"}
+    assert seen["start"] == {"step": "start", "without_key": 401, "with_key": 200}
+    for name in netns_reload.REFUSED:
+        assert seen[name] == {
+            "step": name,
+            "without_key": 401,
+            "published_key": 401,
+            "with_key": 200,
+            "next_key": 401,
+        }, name
+    assert seen["next-strong-key"]["with_key"] == 401
+    assert seen["next-strong-key"]["next_key"] == 200
+    log = [step["line"] for step in steps if step["step"] == "log"]
+    refused = [line["error"] for line in log if line.get("event") == "config_reload_error"]
+    assert len(refused) == len(netns_reload.REFUSED)
+    assert all("non-loopback 0.0.0.0" in error for error in refused), refused
+    assert sum(line.get("event") == "config_reloaded" for line in log) == 1
+    assert netns_reload.STRONG not in done.stdout  # not in any log line
