@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import httpx
@@ -40,6 +41,11 @@ HOP_BY_HOP = frozenset(
     }
 )
 CREDENTIALS = frozenset({"authorization", *KEY_HEADERS})
+# The upstream's CORS answer is for its own origin, never relayed: a page may read this gateway only where
+# memproxy.allowed_origins says so (admission.py).
+ACCESS_CONTROL = "access-control-"
+DOT_SEGMENTS = frozenset({".", ".."})
+ENCODED_SEPARATOR = re.compile(r"%(2f|5c|2e)", re.IGNORECASE)
 FORWARDED_PATHS = ("/v1/{tail:.*}", "/chat/completions", "/models", "/messages", "/messages/count_tokens")
 
 routes = web.RouteTableDef()
@@ -76,11 +82,25 @@ def _upstream_headers(request: web.Request, body: bytes) -> dict[str, str]:
     return headers
 
 
+def confined(raw_path: str) -> bool:
+    """Whether a request's path, as the client sent it, stays under the prefix it is forwarded for: no dot
+    segment, and no encoded ``/``, ``\\`` or ``.`` that the upstream (or httpx) could decode into one."""
+    path = raw_path.partition("?")[0]
+    if "\\" in path or ENCODED_SEPARATOR.search(path):
+        return False
+    return not any(segment in DOT_SEGMENTS for segment in path.split("/"))
+
+
 async def forward(request: web.Request) -> web.StreamResponse:
+    if not confined(request.raw_path):
+        raise errors.InvalidRequest(
+            "path: a '.' or '..' segment, or an encoded '/', '\\' or '.', is not forwarded", param="path"
+        )
     body = await request.read()
     base = request.app[SETTINGS].proxy.upstream
     assert base is not None  # settings validation: forward mode has an upstream
-    url = httpx.URL(base + request.path_qs)
+    # As the client encoded it: decoding would turn an encoded '?' or '#' into the URL's own.
+    url = httpx.URL(base + request.raw_path)
     upstream_request = httpx.Request(
         request.method, url, headers=_upstream_headers(request, body), content=body
     )
@@ -93,7 +113,9 @@ async def forward(request: web.Request) -> web.StreamResponse:
     except httpx.TransportError:
         raise errors.UpstreamUnreachable("the upstream could not be reached") from None
     headers = {
-        k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP | {UPSTREAM_STATUS_HEADER}
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() not in HOP_BY_HOP | {UPSTREAM_STATUS_HEADER} and not k.lower().startswith(ACCESS_CONTROL)
     }
     answer = web.StreamResponse(status=response.status_code, headers=headers)
     try:

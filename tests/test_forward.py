@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from aiohttp_memproxy.settings import Settings
 from tests.conftest import MASTER_KEY, MESSAGES, AppClient, LogLines, base_config, sse_frames
@@ -165,3 +166,98 @@ async def test_sdk_mode_with_no_model_warns_and_serves(
     response = await client.post("/v1/chat/completions", json={"model": "any", "messages": MESSAGES})
     assert response.status == 404
     assert (await client.get("/health")).status == 200
+
+
+class Recorder:
+    """An upstream that answers every path, and says any origin may read it (as a LiteLLM proxy may)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def app(self) -> web.Application:
+        async def answer(request: web.Request) -> web.Response:
+            self.seen.append(request.raw_path)
+            await request.read()
+            return web.json_response(
+                {"ok": True},
+                headers={"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true"},
+            )
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", answer)
+        return app
+
+
+async def raw_post(port: int, path: str) -> tuple[int, bytes]:
+    """A request line exactly as written: HTTP clients would resolve the dot segments before sending."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = json.dumps({"model": "gpt-up", "messages": MESSAGES}).encode()
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {MASTER_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), rest
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/../key/generate",
+        "/v1/%2e%2e/key/generate",
+        "/v1/%2E%2E/key/generate",
+        "/v1/.%2e/key/generate",
+        "/v1/./chat/completions",
+        "/v1/chat%2f..%2fkey/generate",
+        "/v1/chat%5c..%5ckey/generate",
+        "/v1/chat\\..\\key/generate",
+        "/v1/chat/completions/..",
+    ],
+)
+async def test_forward_mode_stays_in_its_prefixes(
+    make_settings: Callable[..., Settings], aiohttp_server: Any, app_client: AppClient, path: str
+) -> None:
+    recorder = Recorder()
+    upstream = await aiohttp_server(recorder.app())
+    settings = make_settings(
+        base_config(
+            general_settings={"master_key": MASTER_KEY},
+            memproxy={"mode": "forward", "upstream": str(upstream.make_url("")), "upstream_key": LITELLM_KEY},
+        )
+    )
+    client = await app_client(settings)
+    assert client.port is not None
+    status, body = await raw_post(client.port, path)
+    assert status == 400, body
+    assert json.loads(body)["error"]["param"] == "path"
+    assert recorder.seen == []
+    status, _ = await raw_post(client.port, "/v1/chat/completions?x=%3F")
+    assert status == 200
+    assert recorder.seen == ["/v1/chat/completions?x=%3F"]
+
+
+async def test_the_upstreams_cors_answer_is_never_relayed(
+    make_settings: Callable[..., Settings], aiohttp_server: Any, app_client: AppClient
+) -> None:
+    recorder = Recorder()
+    upstream = await aiohttp_server(recorder.app())
+    origin = "http://localhost:3000"
+    settings = make_settings(
+        base_config(
+            memproxy={"mode": "forward", "upstream": str(upstream.make_url("")), "allowed_origins": [origin]}
+        )
+    )
+    client = await app_client(settings)
+    plain = await client.post("/v1/chat/completions", json={"model": "m", "messages": MESSAGES})
+    assert plain.status == 200
+    assert not [name for name in plain.headers if name.lower().startswith("access-control-")]
+    listed = await client.post(
+        "/v1/chat/completions", json={"model": "m", "messages": MESSAGES}, headers={"Origin": origin}
+    )
+    assert listed.headers["Access-Control-Allow-Origin"] == origin  # the gateway's own, for a listed origin
+    assert "Access-Control-Allow-Credentials" not in listed.headers
