@@ -6,7 +6,7 @@ import time
 
 from aiohttp import web
 
-from aiohttp_memproxy import admission, forward, ledger, litellm_seam, middlewares
+from aiohttp_memproxy import admission, connections, forward, ledger, litellm_seam, middlewares
 from aiohttp_memproxy.keys import ADMISSION, METRICS, SETTINGS, STARTED_AT
 from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.runtime import runtimes
@@ -21,6 +21,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=int(settings.proxy.max_body_mb * MIB),
         middlewares=[
+            connections.mark_busy,
             middlewares.request_context,
             middlewares.render_errors,
             admission.admit,

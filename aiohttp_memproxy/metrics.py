@@ -54,6 +54,14 @@ class Metrics:
         )
         self.cookies = Gauge("memproxy_cookies", "Cookies in the jar", registry=r)
         self.in_flight = Gauge("memproxy_in_flight_requests", "Requests being handled", registry=r)
+        self.connections = Gauge("memproxy_open_connections", "Inbound connections open", registry=r)
+        self.connections_shed = Counter(
+            "memproxy_connections_shed",
+            "Inbound connections closed at the connection cap: idle (the longest-idle, to make room) or "
+            "refused (a new one, every open one running a request)",
+            ["how"],
+            registry=r,
+        )
         self.streams = Gauge("memproxy_in_flight_streams", "Streams being relayed", registry=r)
         self.reloads = Counter("memproxy_config_reloads", "Config reloads", ["outcome"], registry=r)
         # Usage, from the ledger's rows: labels bounded (MAX_USER_LABELS user ids, client families, models).

@@ -1,4 +1,5 @@
-"""Running as a service: listen, tell systemd (NOTIFY_SOCKET), reload on SIGHUP, drain on SIGTERM/SIGINT.
+"""Running as a service: listen (connections bounded: connections.py), tell systemd (NOTIFY_SOCKET), reload
+on SIGHUP, drain on SIGTERM/SIGINT.
 
 ``sd_notify`` follows sd_notify(3): one datagram of newline-separated ``KEY=VALUE`` to the AF_UNIX socket
 named by ``$NOTIFY_SOCKET`` (``@`` means the abstract namespace); a no-op without it. Shutdown is
@@ -19,7 +20,8 @@ import structlog
 from aiohttp import web
 
 from aiohttp_memproxy.app import create_app
-from aiohttp_memproxy.keys import RUNTIMES
+from aiohttp_memproxy.connections import ConnectionGuard, GuardedSite, effective_cap, raise_file_limit
+from aiohttp_memproxy.keys import METRICS, RUNTIMES
 from aiohttp_memproxy.settings import Settings
 
 log = structlog.get_logger()
@@ -48,12 +50,24 @@ def reload(app: web.Application) -> None:
 async def serve(settings: Settings) -> None:
     proxy = settings.proxy
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=proxy.drain_timeout_s)
+    file_limit = raise_file_limit()
+    guard = ConnectionGuard(effective_cap(proxy.max_connections, proxy.pool_limit, file_limit), app[METRICS])
+    # keepalive_timeout: a connection that runs no request (idle, or still sending its headers) is closed.
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=proxy.drain_timeout_s, keepalive_timeout=proxy.idle_timeout_s
+    )
     try:
         await runner.setup()  # a refusal here (SeamError, ConfigError) still closes what started
-        site = web.TCPSite(runner, proxy.host, proxy.port)
+        site = GuardedSite(runner, proxy.host, proxy.port, guard)
         await site.start()
-        log.info("serving", host=proxy.host, port=proxy.port)
+        log.info(
+            "serving",
+            host=proxy.host,
+            port=proxy.port,
+            max_connections=guard.cap,
+            file_limit=str(file_limit),
+            idle_timeout_s=proxy.idle_timeout_s,
+        )
         sd_notify("READY=1", f"STATUS=serving on {proxy.host}:{proxy.port}", f"MAINPID={os.getpid()}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
