@@ -9,7 +9,6 @@ headers. Nothing here imports LiteLLM.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from typing import Any
 
@@ -17,7 +16,7 @@ import httpx
 import structlog
 from aiohttp import web
 
-from aiohttp_memproxy import errors
+from aiohttp_memproxy import errors, json_body
 from aiohttp_memproxy.keys import RUNTIME, SETTINGS, TRANSPORT
 from aiohttp_memproxy.middlewares import KEY_HEADERS
 from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, UpstreamRedirect
@@ -52,10 +51,13 @@ routes = web.RouteTableDef()
 
 
 def _model_of(body: bytes) -> str | None:
+    """The model a JSON body names; a body nested too deep is refused as on the SDK path (json_body)."""
     try:
-        parsed: Any = json.loads(body)
-    except ValueError:
-        return None
+        parsed: Any = json_body.parse(body)
+    except errors.InvalidRequest as exc:
+        if exc.code == "json_too_deep":
+            raise
+        return None  # not JSON: not ours to judge
     model = parsed.get("model") if isinstance(parsed, dict) else None
     return model if isinstance(model, str) else None
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import os
 import re
 import time
@@ -17,7 +16,7 @@ import prometheus_client
 import structlog
 from aiohttp import web
 
-from aiohttp_memproxy import __version__, ledger, schemas, sse, usage
+from aiohttp_memproxy import __version__, json_body, ledger, schemas, sse, usage
 from aiohttp_memproxy.errors import InvalidRequest, NotFound
 from aiohttp_memproxy.keys import COOKIES, DIALECT, LEDGER, METRICS, RUNTIME, STARTED_AT, USAGE
 from aiohttp_memproxy.llm import ANTHROPIC_CLIENT_HEADERS
@@ -239,15 +238,24 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
-async def json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 (a 413 comes from aiohttp's client_max_size)."""
-    raw = await request.read()
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise InvalidRequest("the request body is not valid JSON") from None
+# A body larger than this is checked in a worker thread: parsing and validating a body of megabytes (Claude
+# Code's long sessions) takes tens of milliseconds, up to seconds at the size limit, that the event loop and
+# every stream on it would otherwise wait for. A smaller one costs less than the thread's hand-off.
+INLINE_CHECK_BYTES = 256 * 1024
+
+
+def checked_body(route: schemas.Route, raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object (nested no deeper than json_body.MAX_DEPTH), its required fields
+    there, and the whole checked against the route's SDK type; InvalidRequest naming the field if not."""
+    body = json_body.parse(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
+    _require(body, "model", str, "a non-empty string")
+    if route == "responses":  # a string, or a list of input items
+        _require(body, "input", (str, list), "a non-empty string or array")
+    else:
+        _require(body, "messages", list, "a non-empty array")
+    schemas.validate(route, body)
     return body
 
 
@@ -300,13 +308,11 @@ async def _model_request(
 ) -> tuple[dict[str, Any], ResolvedModel, RoutingDecision]:
     """The body (checked against the route's SDK type), the model it names, and its memory user (whose
     headers go only to a deployment served through Supermemory: llm decides, per deployment tried)."""
-    body = await json_object(request)
-    _require(body, "model", str, "a non-empty string")
-    if route == "responses":  # a string, or a list of input items
-        _require(body, "input", (str, list), "a non-empty string or array")
+    raw = await request.read()  # a 413 beyond client_max_size (aiohttp)
+    if len(raw) > INLINE_CHECK_BYTES:
+        body = await asyncio.to_thread(checked_body, route, raw)
     else:
-        _require(body, "messages", list, "a non-empty array")
-    schemas.validate(route, body)
+        body = checked_body(route, raw)
     resolved = request[RUNTIME].models.resolve(body["model"])
     router = request[RUNTIME].router
     decision = router.decide(request.headers)
