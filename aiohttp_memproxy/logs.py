@@ -15,21 +15,33 @@ import structlog
 
 LogFormat = Literal["auto", "console", "json"]
 
-# LiteLLM logs request details (headers, sometimes keys) below WARNING: never let those through.
+# Libraries that log a request's headers (keys among them) or body (the prompt) below WARNING, at any level
+# this gateway is run with, --log-level debug included: LiteLLM its request and its kwargs, the openai and
+# anthropic SDKs their "Request options" (headers and JSON body), httpx and httpcore URLs (a key in a query
+# string) and header events, aiohttp its client and server internals. Held at WARNING, whatever the level.
 QUIET_LOGGERS = {
     "LiteLLM": logging.WARNING,
     "LiteLLM Router": logging.WARNING,
     "LiteLLM Proxy": logging.WARNING,
+    "openai": logging.WARNING,
+    "anthropic": logging.WARNING,
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
+    "aiohttp": logging.WARNING,
 }
 
 
 def adopt_library_loggers() -> None:
-    """LiteLLM attaches a plain-text handler of its own at import, and its records also propagate to ours:
-    each line came out twice, once outside our format. Drop its handlers (its filters, which redact
-    secrets, stay on the loggers), so its records go through the root handler only. Called right after
-    the import."""
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).handlers.clear()
+    """LiteLLM attaches a plain-text handler of its own at import (the SDKs too, with OPENAI_LOG or
+    ANTHROPIC_LOG set), and its records also propagate to ours: each line came out twice, once outside our
+    format. Drop those handlers (LiteLLM's filters, which redact secrets, stay on the loggers), so records go
+    through the root handler only, and hold the levels again, which those variables lower at import. Called
+    right after the import."""
+    root = logging.getLogger().level
+    for name, floor in QUIET_LOGGERS.items():
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.setLevel(max(floor, root))
 
 
 def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | None = None) -> None:
