@@ -12,10 +12,20 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aiohttp_memproxy.errors import ModelDisabled, ModelNotFound
+from aiohttp_memproxy.errors import InvalidRequest, ModelDisabled, ModelNotFound
 from aiohttp_memproxy.settings import Alias, ModelConfig, wildcard_regex
 
 DATE_SUFFIX = re.compile(r"-\d{8}$")
+# What a client's model id may not hold where a wildcard puts it into a deployment's model: LiteLLM builds
+# upstream URLs from that model (Gemini's /models/<model>:generateContent, Bedrock's /model/<model>/...), and
+# these would steer them (a query, a fragment, an encoding, a separator, a header-breaking character). A '/'
+# stays allowed: openrouter/, hosted_vllm/ and Fireworks ids have them.
+URL_STEERING = re.compile(r"[?#%\\\s\x00-\x1f\x7f]")
+DOT_SEGMENTS = frozenset({".", ".."})
+STEERING_REFUSED = (
+    "model: an id with a '.' or '..' segment, '?', '#', '%', '\\', whitespace or a control character cannot "
+    "stand for a wildcard model"
+)
 _SHOWN_NAME = 200  # a client's model string is echoed in errors, capped
 
 
@@ -113,5 +123,12 @@ class ModelTable:
                 if "*" not in litellm_model:
                     break
                 litellm_model = litellm_model.replace("*", captured, 1)
+            if steers_url(name) or steers_url(litellm_model) or DOT_SEGMENTS.intersection(match.groups()):
+                raise InvalidRequest(STEERING_REFUSED, param="model", code="invalid_model_id")
             return ResolvedModel(requested, wildcard.config, litellm_model, name)
         return None
+
+
+def steers_url(model: str) -> bool:
+    """Whether a model id would change the URL it is put into beyond its own path segments."""
+    return URL_STEERING.search(model) is not None or any(part in DOT_SEGMENTS for part in model.split("/"))

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from aiohttp_memproxy.errors import ModelDisabled, ModelNotFound
+from aiohttp_memproxy.errors import InvalidRequest, ModelDisabled, ModelNotFound
 from aiohttp_memproxy.models import ModelTable
-from aiohttp_memproxy.settings import Alias, ModelConfig
+from aiohttp_memproxy.settings import Alias, ModelConfig, Settings
+from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, base_config
+from tests.fake_upstream import FakeUpstream
 
 
 def model(name: str, litellm_model: str, *missing: str) -> ModelConfig:
@@ -80,3 +84,68 @@ def test_listing_has_enabled_models_and_visible_aliases() -> None:
         "sonnet",
     ]
     assert [m.name for m in TABLE.disabled] == ["gpt-4o"]
+
+
+@pytest.mark.parametrize(
+    "requested",
+    [
+        "claude-../../../evil/path?q=1#",
+        "claude-x/../../admin",
+        "claude-..",
+        "claude-x?key=1",
+        "claude-x#frag",
+        "claude-x%2F..",
+        "claude-x\\y",
+        "claude-x y",
+        "claude-x\ty",
+        "claude-x\x00",
+        "../../v1/models",
+    ],
+)
+def test_a_model_id_that_would_steer_a_url_is_refused_before_a_wildcard_takes_it(requested: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        TABLE.resolve(requested)
+    assert raised.value.param == "model"
+    assert raised.value.code == "invalid_model_id"
+    assert requested not in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("requested", "litellm_model"),
+    [
+        ("meta-llama/llama-3.3-70b-instruct", "openai/meta-llama/llama-3.3-70b-instruct"),
+        ("accounts/fireworks/models/llama-v3p1-8b", "openai/accounts/fireworks/models/llama-v3p1-8b"),
+        ("claude-3.5..sonnet", "anthropic/claude-3.5..sonnet"),
+        ("claude-opus-4-1", "anthropic/opus-special-4-1"),
+    ],
+)
+def test_slashes_and_dots_inside_a_segment_stay_allowed(requested: str, litellm_model: str) -> None:
+    assert TABLE.resolve(requested).litellm_model == litellm_model
+
+
+async def test_a_wildcard_model_id_cannot_steer_the_upstream_url(
+    app_client: AppClient, make_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
+) -> None:
+    fake, url = upstream
+    entry = {
+        "model_name": "gemwild-*",
+        "litellm_params": {"model": "gemini/*", "api_base": f"{url}/v1beta", "api_key": UPSTREAM_KEY},
+    }
+    client = await app_client(make_settings(base_config(model_list=[entry])))
+    evil = "gemwild-../../../evil/path?q=1#"
+    chat = await client.post("/v1/chat/completions", json={"model": evil, "messages": MESSAGES})
+    assert chat.status == 400
+    assert (await chat.json())["error"]["code"] == "invalid_model_id"
+    messages = await client.post(
+        "/v1/messages",
+        json={"model": evil, "max_tokens": 8, "messages": MESSAGES},
+        headers={"anthropic-version": "2023-06-01"},
+    )
+    assert messages.status == 400
+    assert (await messages.json())["error"]["type"] == "invalid_request_error"
+    assert fake.seen == []
+    fine = await client.post(
+        "/v1/chat/completions", json={"model": "gemwild-2.5-flash", "messages": MESSAGES}
+    )
+    assert fine.status == 200, await fine.text()
+    assert [seen.path for seen in fake.seen] == ["/v1beta/models/2.5-flash:generateContent"]
