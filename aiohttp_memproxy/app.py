@@ -6,7 +6,7 @@ import time
 
 from aiohttp import web
 
-from aiohttp_memproxy import admission, connections, forward, ledger, litellm_seam, middlewares
+from aiohttp_memproxy import admission, connections, forward, ledger, litellm_seam, middlewares, statedir
 from aiohttp_memproxy.keys import ADMISSION, METRICS, SETTINGS, STARTED_AT
 from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.runtime import runtimes
@@ -32,9 +32,9 @@ def create_app(settings: Settings) -> web.Application:
     app[ADMISSION] = admission.Admission(settings.proxy)
     app[STARTED_AT] = time.monotonic()
     app[METRICS] = Metrics()
-    # Dependency order: the session (and its jar) first, then the seam that gives LiteLLM our transport, then
-    # the runtime whose LiteLLM clients borrow it.
-    app.cleanup_ctx.extend([upstream_session, litellm_seam.seam, runtimes, ledger.ledger])
+    # Dependency order: the state directory checked, the session (and its jar), then the seam that gives
+    # LiteLLM our transport, then the runtime whose LiteLLM clients borrow it, then the ledger.
+    app.cleanup_ctx.extend([statedir.state_dir, upstream_session, litellm_seam.seam, runtimes, ledger.ledger])
     app.on_response_prepare.extend([middlewares.echo_request_id, admission.cors_headers])
     app.add_routes(routes)
     app.add_routes(forward.routes if settings.proxy.mode == "forward" else sdk_routes)

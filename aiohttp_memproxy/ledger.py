@@ -24,13 +24,15 @@ from typing import Any, NamedTuple
 import structlog
 from aiohttp import web
 
-from aiohttp_memproxy import usage
+from aiohttp_memproxy import statedir, usage
 from aiohttp_memproxy.keys import LEDGER, METRICS, RUNTIME, SETTINGS, USAGE
 from aiohttp_memproxy.metrics import Metrics
 
 log = structlog.get_logger()
 
 FILE_NAME = "usage.sqlite3"
+# What SQLite keeps beside the file: read with it, so trusted with it.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 # How often the writer writes. Once a second cost the event loop's thread ~0.2-0.3 ms of CPU a request under
 # load (make bench and A/B runs, 2026-12-03), though the writer's own work is ~0.03 ms a row. Most likely the
 # GIL: CPython's sqlite3 releases and retakes it around every SQLite call, a flush took its thread ~7 ms of
@@ -346,7 +348,11 @@ async def ledger(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     assert settings.proxy.state_dir is not None  # settings fill it in
-    book = Ledger(settings.proxy.state_dir / FILE_NAME, settings.proxy.usage_retention_days, app[METRICS])
+    path = settings.proxy.state_dir / FILE_NAME
+    statedir.trust(
+        path, SQLITE_COMPANIONS
+    )  # a planted ledger (or its journal) is set aside: a new one starts
+    book = Ledger(path, settings.proxy.usage_retention_days, app[METRICS])
     app[LEDGER] = book
     writer = asyncio.create_task(book.run())
     try:

@@ -24,6 +24,7 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
+from aiohttp_memproxy import statedir
 from aiohttp_memproxy.keys import COOKIES, METRICS, SETTINGS, UPSTREAM
 
 log = structlog.get_logger()
@@ -45,7 +46,7 @@ class CookieStore:
 
     def load(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not self.path.exists():
+        if not statedir.trust(self.path) or not self.path.exists():
             return
         try:
             self.jar.load(self.path)
