@@ -194,15 +194,14 @@ async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def cors_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
     """on_response_prepare: ``Access-Control-*`` only for a listed origin, never anyone else's."""
-    found = [name for name in response.headers if name.lower().startswith(ACCESS_CONTROL)]
+    headers = response.headers
     origin = request.get(CORS_ORIGIN)
-    if origin is None:
-        for name in found:
-            del response.headers[name]
-        return
-    if request.method != hdrs.METH_OPTIONS:  # a preflight's own were set by _preflight
-        for name in found:
-            del response.headers[name]
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED
-        response.headers["Vary"] = "Origin"
+    if origin is not None and request.method == hdrs.METH_OPTIONS:
+        return  # a preflight's own, set by _preflight
+    for name in {name for name in headers if name.lower().startswith(ACCESS_CONTROL)}:
+        headers.popall(name, None)
+    if origin is not None:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = CORS_EXPOSED
+        if "origin" not in headers.get("Vary", "").lower():
+            headers.add("Vary", "Origin")

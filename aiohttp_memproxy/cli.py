@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def usage(args: argparse.Namespace, config: str, out: TextIO, err: TextIO) -> int:
     """The ledger of the service this config describes (its state directory, as ``check --probe`` finds
     the cookie jar), summed per group."""
-    from aiohttp_memproxy import ledger, report  # imported here: serve and check do not need them
+    from aiohttp_memproxy import ledger, report, statedir  # imported here: serve and check do not need them
 
     try:
         settings = load_settings(config, os.environ).with_overrides(state_dir=args.state_dir)
@@ -120,6 +120,15 @@ def usage(args: argparse.Namespace, config: str, out: TextIO, err: TextIO) -> in
         return 2
     assert settings.proxy.state_dir is not None  # settings fill it in
     path = settings.proxy.state_dir / ledger.FILE_NAME
+    try:  # what another user could have planted is not reported as this user's usage
+        if settings.proxy.state_dir.exists():
+            statedir.check(settings.proxy.state_dir)
+    except ConfigError as exc:
+        _print_config_error(exc, err)
+        return 1
+    if statedir.untrusted([path, *(path.with_name(path.name + s) for s in ledger.SQLITE_COMPANIONS)]):
+        print(f"memproxy usage: {path} may be written by others or is not yours: not read", file=err)
+        return 1
     if not settings.proxy.usage_ledger:
         print("memproxy usage: this config turns the ledger off (memproxy.usage_ledger: false)", file=err)
     try:
@@ -174,6 +183,8 @@ def serve(args: argparse.Namespace, config: str) -> int:
 def _run(settings: Settings) -> int:
     from aiohttp_memproxy import service  # imported here so `check` stays light (no litellm)
     from aiohttp_memproxy.litellm_seam import SeamError
+
+    logs.adopt_library_loggers()  # every library is imported now: handlers and levels their imports set go
 
     proxy = settings.proxy
     log.info(

@@ -6,10 +6,11 @@ the timer at ``connection_made``, and received bytes do not re-arm it), so one t
 or nothing, is closed then.
 
 Number is this module's: at most ``cap`` connections are open. At the cap the one idle the longest (no
-request running: nothing sent yet, half a request, or kept alive) is closed to make room, as nginx reuses its
-idle keep-alive connections when short of them; when every one runs a request, the new one gets a 503 and is
-closed. The cap stays below the process's file limit (``effective_cap``), so ``accept`` never fails for want
-of a descriptor, which would leave asyncio logging an error per attempt and ``/health`` unanswered.
+request running and nothing received since: nothing sent yet, half a request, or kept alive; no answer still
+being written) is closed to make room, as nginx reuses its idle keep-alive connections when short of them;
+when every one runs a request, the new one gets a 503 and is closed. The cap stays below the process's file
+limit (``effective_cap``), so ``accept`` never fails for want of a descriptor, which would leave asyncio
+logging an error per attempt and ``/health`` unanswered.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.started:
+            self.guard.touched(self)
             self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -94,6 +96,11 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.inner.resume_writing()
+
+    def sheddable(self) -> bool:
+        """Nothing of an answer still waits to be written."""
+        transport = self.transport
+        return not isinstance(transport, asyncio.WriteTransport) or transport.get_write_buffer_size() == 0
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -115,8 +122,9 @@ class ConnectionGuard:
 
     def admit(self, connection: Connection) -> bool:
         if len(self._open) >= self.cap:
-            if self._idle:
-                oldest, _ = self._idle.popitem(last=False)
+            oldest = next((idle for idle in self._idle if idle.sheddable()), None)
+            if oldest is not None:
+                del self._idle[oldest]
                 self._open.discard(oldest)
                 oldest.abort()
                 self._shed("idle")
@@ -135,6 +143,11 @@ class ConnectionGuard:
 
     def busy(self, connection: Connection) -> None:
         self._idle.pop(connection, None)
+
+    def touched(self, connection: Connection) -> None:
+        """Bytes came in: a request whose handler has not started yet is the last one shed, not the first."""
+        if connection in self._idle:
+            self._idle.move_to_end(connection)
 
     def idle(self, connection: Connection) -> None:
         if connection in self._open:

@@ -85,9 +85,12 @@ def _upstream_headers(request: web.Request, body: bytes) -> dict[str, str]:
 
 
 def confined(raw_path: str) -> bool:
-    """Whether a request's path, as the client sent it, stays under the prefix it is forwarded for: no dot
-    segment, and no encoded ``/``, ``\\`` or ``.`` that the upstream (or httpx) could decode into one."""
+    """Whether a request's path, as the client sent it, stays under the prefix it is forwarded for: a path
+    (not a whole URL), no dot segment, and no encoded ``/``, ``\\`` or ``.`` that the upstream (or httpx)
+    could decode into one."""
     path = raw_path.partition("?")[0]
+    if not path.startswith("/"):  # an absolute-form target (GET http://host/...) would name its own host
+        return False
     if "\\" in path or ENCODED_SEPARATOR.search(path):
         return False
     return not any(segment in DOT_SEGMENTS for segment in path.split("/"))

@@ -18,7 +18,9 @@ LogFormat = Literal["auto", "console", "json"]
 # Libraries that log a request's headers (keys among them) or body (the prompt) below WARNING, at any level
 # this gateway is run with, --log-level debug included: LiteLLM its request and its kwargs, the openai and
 # anthropic SDKs their "Request options" (headers and JSON body), httpx and httpcore URLs (a key in a query
-# string) and header events, aiohttp its client and server internals. Held at WARNING, whatever the level.
+# string) and header events, aiohttp its client and server internals. Held at WARNING, whatever the level (so
+# they do not even format those records); the root handler's filter drops any other library's too.
+LIBRARY_FLOOR = logging.WARNING
 QUIET_LOGGERS = {
     "LiteLLM": logging.WARNING,
     "LiteLLM Router": logging.WARNING,
@@ -36,7 +38,7 @@ def adopt_library_loggers() -> None:
     ANTHROPIC_LOG set), and its records also propagate to ours: each line came out twice, once outside our
     format. Drop those handlers (LiteLLM's filters, which redact secrets, stay on the loggers), so records go
     through the root handler only, and hold the levels again, which those variables lower at import. Called
-    right after the import."""
+    right after LiteLLM's import (llm), and by serve once every library is imported."""
     root = logging.getLogger().level
     for name, floor in QUIET_LOGGERS.items():
         logger = logging.getLogger(name)
@@ -83,6 +85,10 @@ def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | Non
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    # Every standard-library record is a library's (the gateway's own lines go through structlog alone):
+    # below WARNING, none passes, whichever logger wrote it (botocore logs a signed request's headers at
+    # DEBUG, urllib3 its URLs), so a library this list does not name cannot print a key either.
+    handler.addFilter(lambda record: record.levelno >= LIBRARY_FLOOR)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)

@@ -123,7 +123,7 @@ class ModelTable:
                 if "*" not in litellm_model:
                     break
                 litellm_model = litellm_model.replace("*", captured, 1)
-            if steers_url(name) or steers_url(litellm_model) or DOT_SEGMENTS.intersection(match.groups()):
+            if steers_url(name) or steers_url(litellm_model):
                 raise InvalidRequest(STEERING_REFUSED, param="model", code="invalid_model_id")
             return ResolvedModel(requested, wildcard.config, litellm_model, name)
         return None

@@ -100,6 +100,10 @@ PUBLIC_DEFAULT_KEYS = frozenset(
 MIN_KEY_LENGTH = 16
 # A Host header's value as allowed_hosts and allowed_origins name it: a name or an address, an optional port.
 HOST_RE = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:[0-9]{1,5})?")
+# An origin's scheme (RFC 3986): http and https, and those of editors' and desktop apps' web views
+# (vscode-webview, app, tauri, chrome-extension, ...).
+SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]{0,31}")
+DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
 class ConfigError(Exception):
@@ -218,14 +222,19 @@ class ProxySettings(_Section):
     @field_validator("allowed_origins", mode="after")
     @classmethod
     def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        origins = tuple(origin.strip().lower().rstrip("/") for origin in value)
-        for origin in origins:
+        origins = []
+        for given in value:
+            origin = given.strip().lower().rstrip("/")
             scheme, _, host = origin.partition("://")
-            if scheme not in ("http", "https") or not HOST_RE.fullmatch(host):
+            if not SCHEME_RE.fullmatch(scheme) or not HOST_RE.fullmatch(host):
                 raise _custom(
-                    f"expected an origin such as http://localhost:3000 (scheme, host, port), got {origin!r}"
+                    "expected an origin such as http://localhost:3000 or vscode-webview://<id> (scheme, "
+                    f"host, port), got {origin!r}"
                 )
-        return origins
+            # As a browser sends it: without the scheme's default port.
+            default = DEFAULT_PORTS.get(scheme)
+            origins.append(origin.removesuffix(default) if default else origin)
+        return tuple(origins)
 
     @field_validator("upstream_proxy")
     @classmethod

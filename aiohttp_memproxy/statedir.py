@@ -30,6 +30,11 @@ def prepare(directory: Path) -> Path:
     """The state directory, created 0700 if missing, its symlinks resolved; ConfigError if it is not the
     user's alone."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return check(directory)
+
+
+def check(directory: Path) -> Path:
+    """An existing state directory, its symlinks resolved; ConfigError if it is not the user's alone."""
     resolved = directory.resolve()
     found = resolved.stat()
     if found.st_uid != os.geteuid():
@@ -57,15 +62,7 @@ def trust(path: Path, companions: Sequence[str] = ()) -> bool:
     when none of them is writable by others or owned by another user, or none exists. Otherwise they are
     renamed aside (``<name>.untrusted-<time>``), one warning says so, and False."""
     files = [path, *(path.with_name(path.name + suffix) for suffix in companions)]
-    untrusted = []
-    for file in files:
-        try:
-            found = file.lstat()
-        except FileNotFoundError:
-            continue
-        if found.st_uid != os.geteuid() or found.st_mode & SHARED_WRITE or stat.S_ISLNK(found.st_mode):
-            untrusted.append(file)
-    if not untrusted:
+    if not untrusted(files):
         return True
     stamp = time.strftime("%Y%m%dT%H%M%S")
     for file in files:
@@ -78,6 +75,19 @@ def trust(path: Path, companions: Sequence[str] = ()) -> bool:
         moved_to=str(path.with_name(f"{path.name}.untrusted-{stamp}")),
     )
     return False
+
+
+def untrusted(files: Sequence[Path]) -> list[Path]:
+    """Those of ``files`` that group or others may write, that another user owns, or that are symlinks."""
+    found = []
+    for file in files:
+        try:
+            info = file.lstat()
+        except FileNotFoundError:
+            continue
+        if info.st_uid != os.geteuid() or info.st_mode & SHARED_WRITE or stat.S_ISLNK(info.st_mode):
+            found.append(file)
+    return found
 
 
 async def state_dir(app: web.Application) -> AsyncIterator[None]:

@@ -27,6 +27,8 @@ from aiohttp_memproxy.metrics import Metrics
 log = structlog.get_logger()
 
 RETRY_STATUSES = frozenset({429, 503})
+# The statuses HTTP clients follow (httpx's and the SDKs' among them): refused, never followed.
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # A host as a client may be told it: a name or an address, nothing else of the upstream's Location.
 SHOWABLE_HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
 # Added to every response handed to httpx: LiteLLM re-raises some upstream statuses as 500 but keeps the
@@ -200,7 +202,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 outbound.attempts += 1
             response = await self._send(request, body)
             self._metrics.upstream_attempts.inc()
-            if 300 <= response.status < 400:
+            if response.status in REDIRECT_STATUSES:
                 self._refuse_redirect(response, request)
             # The gateway call's total (the Router's retries and fallbacks included), else this request's.
             structlog.contextvars.bind_contextvars(

@@ -172,7 +172,8 @@ def test_a_wildcard_host_needs_a_non_loopback_bind_and_a_master_key(
         ("allowed_origins", ["gw.example"]),
         ("allowed_origins", ["*"]),
         ("allowed_origins", ["http://gw.example/path"]),
-        ("allowed_origins", ["ftp://gw.example"]),
+        ("allowed_origins", ["1http://gw.example"]),
+        ("allowed_origins", ["://gw.example"]),
     ],
 )
 def test_allowed_hosts_and_origins_are_validated(
@@ -373,3 +374,14 @@ async def test_the_status_page_allows_only_its_own_script_and_style(
     assert page.headers["Referrer-Policy"] == "no-referrer"
     data = await client.get("/ui/data")
     assert data.headers["Cache-Control"] == "no-store"
+
+
+async def test_an_editors_web_view_and_a_default_port_can_be_listed(
+    app_client: AppClient, admission_settings: Callable[..., Settings]
+) -> None:
+    webview = "vscode-webview://1a2b3c4d5e"
+    client = await app_client(admission_settings(allowed_origins=[webview.upper(), "http://localhost:80"]))
+    for origin in (webview, "http://localhost"):
+        response = await client.get("/v1/models", headers={"Origin": origin})
+        assert response.status == 200, origin
+        assert response.headers["Access-Control-Allow-Origin"] == origin

@@ -17,7 +17,8 @@ import aiohttp
 import pytest
 import yaml
 
-from aiohttp_memproxy.connections import MIN_CAP, RESERVED_FDS, effective_cap
+from aiohttp_memproxy.connections import MIN_CAP, RESERVED_FDS, ConnectionGuard, effective_cap
+from aiohttp_memproxy.metrics import Metrics
 from aiohttp_memproxy.settings import ProxySettings
 from tests.bench import serve_command
 from tests.conftest import REPO, base_config
@@ -146,3 +147,80 @@ def test_the_units_raise_the_open_file_limit(unit: str) -> None:
     limits = [line.partition("=")[2] for line in lines if line.startswith("LimitNOFILE=")]
     assert len(limits) == 1
     assert int(limits[0].partition(":")[0]) >= 8192
+
+
+class Transport(asyncio.WriteTransport):
+    """The little of a socket transport the guard uses: what was written, whether it was closed."""
+
+    def __init__(self, buffered: int = 0) -> None:
+        super().__init__()
+        self.buffered = buffered
+        self.written = b""
+        self.closed = False
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+class Inner(asyncio.Protocol):
+    """Stands for aiohttp's protocol: records what reached it."""
+
+    def __init__(self) -> None:
+        self.made = False
+        self.received = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made = True
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+
+def test_at_the_cap_the_longest_idle_connection_is_shed_and_never_a_busy_one() -> None:
+    guard = ConnectionGuard(3, Metrics())
+    make = guard.protocol_factory(Inner)
+    first, second, third = make(), make(), make()
+    transports = [Transport(), Transport(), Transport()]
+    for connection, transport in zip((first, second, third), transports, strict=True):
+        connection.connection_made(transport)
+    guard.busy(first)  # runs a request: never shed
+    second.data_received(b"POST /v1/chat/completions HTTP/1.1\r\n")  # bytes just came: shed last
+    fourth = make()
+    fourth.connection_made(Transport())
+    assert transports[2].closed  # third: idle the longest
+    assert not transports[0].closed
+    assert not transports[1].closed
+    assert isinstance(fourth.inner, Inner)
+    assert fourth.inner.made
+    assert second.inner.received.startswith(b"POST")
+
+    guard.busy(second)
+    guard.busy(fourth)
+    refused = make()
+    refused_transport = Transport()
+    refused.connection_made(refused_transport)  # every open one runs a request
+    assert refused_transport.written.startswith(b"HTTP/1.1 503")
+    assert refused_transport.closed
+    assert isinstance(refused.inner, Inner)
+    assert not refused.inner.made
+
+
+def test_an_answer_still_being_written_is_not_cut_to_make_room() -> None:
+    guard = ConnectionGuard(2, Metrics())
+    make = guard.protocol_factory(Inner)
+    writing, quiet = make(), make()
+    writing_transport, quiet_transport = Transport(buffered=65536), Transport()
+    writing.connection_made(writing_transport)
+    quiet.connection_made(quiet_transport)
+    make().connection_made(Transport())
+    assert not writing_transport.closed
+    assert quiet_transport.closed

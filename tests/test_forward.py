@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from aiohttp_memproxy.settings import Settings
 from tests.conftest import MASTER_KEY, MESSAGES, AppClient, LogLines, base_config, sse_frames
@@ -178,10 +179,15 @@ class Recorder:
         async def answer(request: web.Request) -> web.Response:
             self.seen.append(request.raw_path)
             await request.read()
-            return web.json_response(
-                {"ok": True},
-                headers={"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true"},
+            headers = CIMultiDict(
+                [
+                    ("Access-Control-Allow-Origin", "*"),
+                    ("Access-Control-Allow-Origin", "https://upstream.example"),
+                    ("Access-Control-Allow-Credentials", "true"),
+                    ("Vary", "Accept-Encoding"),
+                ]
             )
+            return web.json_response({"ok": True}, headers=headers)
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", answer)
@@ -217,6 +223,8 @@ async def raw_post(port: int, path: str) -> tuple[int, bytes]:
         "/v1/chat%5c..%5ckey/generate",
         "/v1/chat\\..\\key/generate",
         "/v1/chat/completions/..",
+        "http://127.0.0.1:9/v1/chat/completions",
+        "m://x/v1/chat/completions",
     ],
 )
 async def test_forward_mode_stays_in_its_prefixes(
@@ -259,5 +267,6 @@ async def test_the_upstreams_cors_answer_is_never_relayed(
     listed = await client.post(
         "/v1/chat/completions", json={"model": "m", "messages": MESSAGES}, headers={"Origin": origin}
     )
-    assert listed.headers["Access-Control-Allow-Origin"] == origin  # the gateway's own, for a listed origin
+    assert listed.headers.getall("Access-Control-Allow-Origin") == [origin]  # the gateway's own, for it
     assert "Access-Control-Allow-Credentials" not in listed.headers
+    assert listed.headers.getall("Vary") == ["Accept-Encoding", "Origin"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,33 @@ def test_the_markers_are_distinct() -> None:
     """A marker inside another would make a finding ambiguous."""
     assert len({mark for mark in MARKS if not any(mark in other for other in MARKS if other != mark)}) == 4
     assert json.dumps(MARKS)  # plain text, nothing to escape
+
+
+LIBRARIES = ("anthropic", "openai", "httpx", "httpcore", "LiteLLM", "aiohttp.client", "botocore", "urllib3")
+EMIT = f"""
+import logging
+from aiohttp_memproxy import logs
+logs.configure("json", "debug")
+import aiohttp_memproxy.service  # every library the gateway imports, as serve imports them
+logs.adopt_library_loggers()
+for name in {LIBRARIES!r}:
+    logging.getLogger(name).debug("MARK debug %s", name)
+    logging.getLogger(name).info("MARK info %s", name)
+logging.getLogger("botocore").warning("a warning passes")
+"""
+
+
+def test_no_library_writes_below_warning_whatever_its_switches(child_env: dict[str, str]) -> None:
+    """The SDKs' switches add handlers and lower levels at import; botocore and urllib3 log signed headers
+    and URLs at DEBUG: nothing of a library below WARNING reaches the output."""
+    done = subprocess.run(
+        [sys.executable, "-c", EMIT],
+        env={**child_env, **DEBUG_ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert "MARK" not in output
+    assert "a warning passes" in output

@@ -91,7 +91,7 @@ def test_listing_has_enabled_models_and_visible_aliases() -> None:
     [
         "claude-../../../evil/path?q=1#",
         "claude-x/../../admin",
-        "claude-..",
+        "../..",
         "claude-x?key=1",
         "claude-x#frag",
         "claude-x%2F..",

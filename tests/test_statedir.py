@@ -173,3 +173,28 @@ async def test_a_ledger_others_may_write_is_set_aside_and_a_new_one_kept(
     aside = sorted(p.name.split(".untrusted-")[0] for p in state.glob("*.untrusted-*"))
     assert aside == [ledger.FILE_NAME, f"{ledger.FILE_NAME}-wal"]  # the whole set, not half of it
     assert len(log_lines.named("state_file_untrusted")) == 1
+
+
+def test_usage_reads_no_ledger_another_user_could_have_planted(
+    tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(base_config()))
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    planted = state / ledger.FILE_NAME
+    planted.write_bytes(b"")
+    planted.chmod(0o666)
+    result = memproxy("usage", "--config", str(config), "--state-dir", str(state), env=child_env)
+    assert result.returncode == 1
+    assert "may be written by others" in result.stderr
+    planted.chmod(0o600)
+    state.chmod(0o777)
+    result = memproxy("usage", "--config", str(config), "--state-dir", str(state), env=child_env)
+    assert result.returncode == 1
+    assert f"chmod 700 {state}" in result.stderr
+    state.chmod(0o700)
+    planted.unlink()
+    assert (
+        memproxy("usage", "--config", str(config), "--state-dir", str(state), env=child_env).returncode == 0
+    )
