@@ -90,6 +90,7 @@ install-service:
 	$(PREFIX)/bin/$(INSTALL_LOCKED) $(LOCK)
 	$(PREFIX)/bin/$(INSTALL_SELF) .
 	install -D -m 0644 README.md $(PREFIX)/README.md
+	install -d -m 0755 $(PREFIX)/docs && install -m 0644 docs/*.md $(PREFIX)/docs/
 	install -D -m 0644 systemd/aiohttp-memproxy.service /etc/systemd/system/aiohttp-memproxy.service
 	install -d -m 0755 /etc/aiohttp-memproxy
 	[ -e /etc/aiohttp-memproxy/config.yaml ] || install -m 0644 conf/config.yaml /etc/aiohttp-memproxy/config.yaml
