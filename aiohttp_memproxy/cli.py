@@ -126,7 +126,7 @@ def usage(args: argparse.Namespace, config: str, out: TextIO, err: TextIO) -> in
     except ConfigError as exc:
         _print_config_error(exc, err)
         return 1
-    if statedir.untrusted([path, *(path.with_name(path.name + s) for s in ledger.SQLITE_COMPANIONS)]):
+    if statedir.untrusted(statedir.with_companions(path, ledger.SQLITE_COMPANIONS)):
         print(f"memproxy usage: {path} may be written by others or is not yours: not read", file=err)
         return 1
     if not settings.proxy.usage_ledger:

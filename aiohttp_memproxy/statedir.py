@@ -61,7 +61,7 @@ def trust(path: Path, companions: Sequence[str] = ()) -> bool:
     """Whether ``path`` (and the files beside it named ``path`` + each of ``companions``) may be loaded: True
     when none of them is writable by others or owned by another user, or none exists. Otherwise they are
     renamed aside (``<name>.untrusted-<time>``), one warning says so, and False."""
-    files = [path, *(path.with_name(path.name + suffix) for suffix in companions)]
+    files = with_companions(path, companions)
     if not untrusted(files):
         return True
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -75,6 +75,11 @@ def trust(path: Path, companions: Sequence[str] = ()) -> bool:
         moved_to=str(path.with_name(f"{path.name}.untrusted-{stamp}")),
     )
     return False
+
+
+def with_companions(path: Path, companions: Sequence[str]) -> list[Path]:
+    """``path`` and the files beside it named ``path`` + each suffix (SQLite's ``-wal``, ``-shm``, ...)."""
+    return [path, *(path.with_name(path.name + suffix) for suffix in companions)]
 
 
 def untrusted(files: Sequence[Path]) -> list[Path]:
