@@ -40,9 +40,6 @@ HOP_BY_HOP = frozenset(
     }
 )
 CREDENTIALS = frozenset({"authorization", *KEY_HEADERS})
-# The upstream's CORS answer is for its own origin, never relayed: a page may read this gateway only where
-# memproxy.allowed_origins says so (admission.py).
-ACCESS_CONTROL = "access-control-"
 DOT_SEGMENTS = frozenset({".", ".."})
 ENCODED_SEPARATOR = re.compile(r"%(2f|5c|2e)", re.IGNORECASE)
 FORWARDED_PATHS = ("/v1/{tail:.*}", "/chat/completions", "/models", "/messages", "/messages/count_tokens")
@@ -117,10 +114,10 @@ async def forward(request: web.Request) -> web.StreamResponse:
         raise errors.UpstreamTimeout("the upstream timed out") from None
     except httpx.TransportError:
         raise errors.UpstreamUnreachable("the upstream could not be reached") from None
+    # The upstream's Access-Control-* headers are dropped on the way out, as every answer's are
+    # (admission.cors_headers): its CORS answer is for its own origin, never this gateway's.
     headers = {
-        k: v
-        for k, v in response.headers.items()
-        if k.lower() not in HOP_BY_HOP | {UPSTREAM_STATUS_HEADER} and not k.lower().startswith(ACCESS_CONTROL)
+        k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP | {UPSTREAM_STATUS_HEADER}
     }
     answer = web.StreamResponse(status=response.status_code, headers=headers)
     try:
