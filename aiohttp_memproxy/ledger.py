@@ -242,9 +242,10 @@ class Ledger:
                 log.warning("ledger_prune_failed", error=type(exc).__name__)
             else:
                 self._pruned_at = time.time()
-                for suffix in ("", "-wal", "-shm"):  # what SQLite created beside it too: the owner's only
+                # What SQLite created beside it too: the owner's only.
+                for file in statedir.with_companions(self.path, SQLITE_COMPANIONS):
                     with contextlib.suppress(OSError):
-                        self.path.with_name(self.path.name + suffix).chmod(0o600)
+                        file.chmod(0o600)
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
