@@ -100,10 +100,15 @@ async def test_the_app_does_not_start_on_a_shared_state_dir(
         await runner.cleanup()
 
 
-def planted_jar(path: Path, url: str) -> None:
+def state_with_jar(tmp_path: Path, url: str, mode: int) -> Path:
+    """A private state directory holding a cookie jar with a clearance cookie for ``url``, of ``mode``."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
     jar = aiohttp.CookieJar(unsafe=True)
     jar.update_cookies({CLEARANCE: "planted-by-another-user"}, URL(url))
-    jar.save(path)
+    jar.save(state / "cookies.json")
+    (state / "cookies.json").chmod(mode)
+    return state
 
 
 @pytest.mark.parametrize("mode", [0o666, 0o620])
@@ -117,10 +122,7 @@ async def test_a_cookie_jar_others_may_write_is_not_loaded(
 ) -> None:
     fake, url = upstream
     fake.gate = True
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    planted_jar(state / "cookies.json", url)
-    (state / "cookies.json").chmod(mode)
+    state = state_with_jar(tmp_path, url, mode)
     client = await aiohttp_client(create_app(settings_at(make_settings, state, url)))
     response = await post(client, {"model": "gpt-up", "messages": MESSAGES})
     assert response.status == 200
@@ -140,10 +142,7 @@ async def test_a_private_cookie_jar_is_loaded(
 ) -> None:
     fake, url = upstream
     fake.gate = True
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    planted_jar(state / "cookies.json", url)
-    (state / "cookies.json").chmod(0o600)
+    state = state_with_jar(tmp_path, url, 0o600)
     client = await aiohttp_client(create_app(settings_at(make_settings, state, url)))
     assert (await post(client, {"model": "gpt-up", "messages": MESSAGES})).status == 200
     assert fake.seen[0].cookies.get(CLEARANCE) == "planted-by-another-user"
