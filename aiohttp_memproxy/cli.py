@@ -14,7 +14,7 @@ from typing import TextIO
 import structlog
 
 from aiohttp_memproxy import __version__, logs
-from aiohttp_memproxy.settings import ConfigError, Settings, exposure_problems, load_settings
+from aiohttp_memproxy.config.settings import ConfigError, Settings, exposure_problems, load_settings
 
 log = structlog.get_logger()
 
@@ -107,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def usage(args: argparse.Namespace, config: str, out: TextIO, err: TextIO) -> int:
     """The ledger of the service this config describes (its state directory, as ``check --probe`` finds
     the cookie jar), summed per group."""
-    from aiohttp_memproxy import ledger, report, statedir  # imported here: serve and check do not need them
+    from aiohttp_memproxy import statedir  # imported here: serve and check do not need them
+    from aiohttp_memproxy.usage import ledger, report
 
     try:
         settings = load_settings(config, os.environ).with_overrides(state_dir=args.state_dir)
@@ -118,18 +119,18 @@ def usage(args: argparse.Namespace, config: str, out: TextIO, err: TextIO) -> in
     except ValueError as exc:
         print(f"memproxy usage: {exc}", file=err)
         return 2
-    assert settings.proxy.state_dir is not None  # settings fill it in
-    path = settings.proxy.state_dir / ledger.FILE_NAME
+    assert settings.gateway.state_dir is not None  # settings fill it in
+    path = settings.gateway.state_dir / ledger.FILE_NAME
     try:  # what another user could have planted is not reported as this user's usage
-        if settings.proxy.state_dir.exists():
-            statedir.check(settings.proxy.state_dir)
+        if settings.gateway.state_dir.exists():
+            statedir.check(settings.gateway.state_dir)
     except ConfigError as exc:
         _print_config_error(exc, err)
         return 1
     if statedir.untrusted(statedir.with_companions(path, ledger.SQLITE_COMPANIONS)):
         print(f"memproxy usage: {path} may be written by others or is not yours: not read", file=err)
         return 1
-    if not settings.proxy.usage_ledger:
+    if not settings.gateway.usage_ledger:
         print("memproxy usage: this config turns the ledger off (memproxy.usage_ledger: false)", file=err)
     try:
         rows = ledger.read(path, since)
@@ -167,7 +168,7 @@ def serve(args: argparse.Namespace, config: str) -> int:
     except ConfigError as exc:
         _print_config_error(exc, sys.stderr)
         return 1
-    logs.configure(settings.proxy.log_format, settings.proxy.log_level)
+    logs.configure(settings.gateway.log_format, settings.gateway.log_level)
     for warning in settings.warnings:
         log.warning(warning.event, **warning.fields)
     errors, warnings = exposure_problems(settings)
@@ -182,18 +183,18 @@ def serve(args: argparse.Namespace, config: str) -> int:
 
 def _run(settings: Settings) -> int:
     from aiohttp_memproxy import service  # imported here so `check` stays light (no litellm)
-    from aiohttp_memproxy.litellm_seam import SeamError
+    from aiohttp_memproxy.llm.patches import SeamError
 
     logs.adopt_library_loggers()  # every library is imported now: handlers and levels their imports set go
 
-    proxy = settings.proxy
+    gateway = settings.gateway
     log.info(
         "starting",
         version=__version__,
-        host=proxy.host,
-        port=proxy.port,
+        host=gateway.host,
+        port=gateway.port,
         config=str(settings.source),
-        state_dir=str(proxy.state_dir),
+        state_dir=str(gateway.state_dir),
         models=len(settings.models),
     )
     try:
@@ -236,7 +237,7 @@ def run_probe(
     settings: Settings, state_dir: Path | None, models: Sequence[str], out: TextIO, err: TextIO
 ) -> int:
     from aiohttp_memproxy import probe  # imported here so a plain `check` stays light (no litellm)
-    from aiohttp_memproxy.litellm_seam import SeamError
+    from aiohttp_memproxy.llm.patches import SeamError
 
     try:
         settings = settings.with_overrides(state_dir=state_dir)
@@ -244,7 +245,7 @@ def run_probe(
         _print_config_error(exc, err)
         return 1
     logs.configure("console", "warning", stream=err)  # retries and challenges show; the report goes to out
-    print(f"probe (cookie jar: {settings.proxy.state_dir}):", file=out)
+    print(f"probe (cookie jar: {settings.gateway.state_dir}):", file=out)
     try:
         results = asyncio.run(probe.probe(settings, models))
     except ConfigError as exc:  # what only LiteLLM can judge (a provider it does not have)

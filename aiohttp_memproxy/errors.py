@@ -1,43 +1,14 @@
-"""The ProxyError family: what a client may be told, in the OpenAI or the Anthropic dialect.
+"""The ProxyError family: what a client may be told, raised by every layer.
 
-A ProxyError carries a status, an error type and a *safe* message: text we wrote, never ``str()`` of a
-foreign exception (those can carry URLs and keys). One middleware renders it in the route's dialect.
+A ProxyError carries a status, a code and a *safe* message: text we wrote, never ``str()`` of a foreign
+exception (those can carry URLs and keys). One middleware renders it in the route's dialect (each dialect's
+``error_body``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
-
-Dialect = Literal["openai", "anthropic"]
-
-# Anthropic's own table (https://docs.anthropic.com/en/api/errors); other statuses fall back to api_error.
-ANTHROPIC_TYPES: Mapping[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    415: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "api_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "api_error",
-    529: "overloaded_error",
-}
-
-# OpenAI's `type` values as its API and the LiteLLM proxy return them.
-OPENAI_TYPES: Mapping[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    429: "rate_limit_error",
-}
+from typing import ClassVar
 
 
 class ProxyError(Exception):
@@ -62,25 +33,6 @@ class ProxyError(Exception):
         if status is not None:
             self.status = status  # type: ignore[misc]  # an instance may refine its class's status
         self.code: str = code or self.default_code or str(self.status)
-
-    def openai_body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": OPENAI_TYPES.get(self.status, "api_error"),
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-
-    def anthropic_body(self) -> dict[str, Any]:
-        return {
-            "type": "error",
-            "error": {"type": ANTHROPIC_TYPES.get(self.status, "api_error"), "message": self.message},
-        }
-
-    def body(self, dialect: Dialect) -> dict[str, Any]:
-        return self.anthropic_body() if dialect == "anthropic" else self.openai_body()
 
 
 class InvalidRequest(ProxyError):

@@ -7,17 +7,17 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from aiohttp_memproxy.errors import Dialect
-from aiohttp_memproxy.metrics import Metrics
-from aiohttp_memproxy.settings import Settings
-from aiohttp_memproxy.usage import Record
+from aiohttp_memproxy.config.settings import Settings
+from aiohttp_memproxy.dialects import Dialect
+from aiohttp_memproxy.usage.metrics import Metrics
+from aiohttp_memproxy.usage.outcome import Outcome
 
 if TYPE_CHECKING:  # these modules import keys: name them, don't import them
-    from aiohttp_memproxy.admission import Admission
-    from aiohttp_memproxy.ledger import Ledger
+    from aiohttp_memproxy.outbound.session import CookieStore
+    from aiohttp_memproxy.outbound.transport import AiohttpTransport
     from aiohttp_memproxy.runtime import Runtime, Runtimes
-    from aiohttp_memproxy.transport import AiohttpTransport
-    from aiohttp_memproxy.upstream import CookieStore
+    from aiohttp_memproxy.server.admission import Admission
+    from aiohttp_memproxy.usage.ledger import Ledger
 
 # The settings the process started with: what needs a restart to change (host, port, pool, body limit...).
 SETTINGS = web.AppKey("settings", Settings)
@@ -28,20 +28,20 @@ METRICS = web.AppKey("metrics", Metrics)
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 
 REQUEST_ID = web.RequestKey("request_id", str)
-# Set by admission.admit for a browser origin listed in memproxy.allowed_origins: the origin CORS answers.
+# Set by server.admission.admit for a browser origin in memproxy.allowed_origins: the origin CORS answers.
 CORS_ORIGIN = web.RequestKey("cors_origin", str)
 DIALECT: web.RequestKey[Dialect] = web.RequestKey("dialect")
-REQUEST_STARTED = web.RequestKey("request_started", float)
+REQUEST_STARTED = web.RequestKey("request_started", float)  # time.perf_counter() when the request came in
 # The Runtime a request started on, kept to its end (set by the request_context middleware).
-RUNTIME: web.RequestKey[Runtime] = web.RequestKey("runtime")  # time.perf_counter() when the request came in
+RUNTIME: web.RequestKey[Runtime] = web.RequestKey("runtime")
 
-# Set by upstream.upstream_session (a cleanup context).
+# Set by outbound.session.upstream_session (a cleanup context).
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 COOKIES: web.AppKey[CookieStore] = web.AppKey("cookies")
 # Set by runtime.runtimes (a cleanup context): the reloadable part.
 RUNTIMES: web.AppKey[Runtimes] = web.AppKey("runtimes")
 TRANSPORT: web.AppKey[AiohttpTransport] = web.AppKey("transport")  # forward mode sends through it directly
-# Set by ledger.ledger (a cleanup context): the usage ledger, the process's (a reload keeps it).
+# Set by usage.ledger.ledger (a cleanup context): the usage ledger, the process's (a reload keeps it).
 LEDGER: web.AppKey[Ledger] = web.AppKey("ledger")
-# Set by a model route once it knows the model: what the ledger row of the request needs (usage.Record).
-USAGE: web.RequestKey[Record] = web.RequestKey("usage")
+# Set by the request_context middleware: what the request came to, filled in as it goes (usage.outcome).
+OUTCOME = web.RequestKey("outcome", Outcome)

@@ -21,11 +21,11 @@ from yarl import URL
 
 from aiohttp_memproxy import errors
 from aiohttp_memproxy.app import create_app
+from aiohttp_memproxy.config.settings import Settings
 from aiohttp_memproxy.keys import RUNTIMES
-from aiohttp_memproxy.routing import USER_ID_HEADER
+from aiohttp_memproxy.outbound.session import Exchange
+from aiohttp_memproxy.resolve.memory import USER_ID_HEADER, memory_headers
 from aiohttp_memproxy.runtime import Runtime
-from aiohttp_memproxy.settings import Settings
-from aiohttp_memproxy.upstream import EXCHANGES, Exchange
 
 log = structlog.get_logger()
 
@@ -77,8 +77,8 @@ async def _one(runtime: Runtime, name: str) -> ProbeResult:
     model = resolved.config
     if "mock_response" in model.params:
         return ProbeResult(name, "skipped", "mock_response: answered in-process, no upstream")
-    user = runtime.router.decide(CIMultiDict())
-    memory = runtime.router.memory_headers(model, user)
+    user = runtime.memory.decide(CIMultiDict())
+    memory = memory_headers(model, user)
     path = "messages" if model.provider == "anthropic" else "chat"
     result = ProbeResult(name, "ok", path=path)
     egress = runtime.settings.egress
@@ -87,21 +87,19 @@ async def _one(runtime: Runtime, name: str) -> ProbeResult:
     result.proxy = route.describe() + ("" if api_base else " (for the provider's default URL)")
     result.trust = egress.describe_trust()
     seen: list[Exchange] = []
-    token = EXCHANGES.set(seen)
+    ping = {"messages": PING, "max_tokens": MAX_TOKENS}
     started = time.perf_counter()
     try:
         if path == "messages":
-            await runtime.llm.messages(resolved, {"messages": PING, "max_tokens": MAX_TOKENS}, user, {})
+            await runtime.gateway.messages(resolved, ping, user, {}, exchanges=seen)
         else:
-            await runtime.llm.chat(resolved, {"messages": PING, "max_tokens": MAX_TOKENS}, user)
+            await runtime.gateway.chat(resolved, ping, user, exchanges=seen)
     except errors.ProxyError as exc:
         result.outcome, result.detail = "error", f"{exc.status} {exc.code}: {exc.message}"
     except Exception as exc:  # an operator's tool reports what failed and goes on to the next model
         # The class only: a foreign exception's text can carry a URL or a key.
         result.outcome, result.detail = "error", f"unexpected {type(exc).__name__}"
         log.warning("probe_failed", model=name, error=type(exc).__name__)
-    finally:
-        EXCHANGES.reset(token)
     result.latency_ms = round((time.perf_counter() - started) * 1000, 1)
     result.statuses = [exchange.status for exchange in seen]
     result.cookies_set = sorted({name for exchange in seen for name in exchange.cookies_set})

@@ -1,11 +1,12 @@
-"""What a request runs against (settings, models, memory router, LLM clients), and swapping it on reload.
+"""What a request runs against (settings, models, memory routing, the LLM gateway), and swapping it on
+reload.
 
 A request takes the current Runtime when it arrives and keeps it to the end, streams included, so a
 reload never changes a request in flight. A reload validates the new file fully first, with every check a
 start makes; on any error the old Runtime keeps serving and every error is logged. The replaced Runtime's
-clients are closed once its last request is done. The ``memproxy:`` section belongs to the process
-(listening address, state dir, body limit, upstream pool, timeouts and retries, with their command-line
-overrides): it changes at a restart.
+gateway (its LiteLLM clients and Router) is closed once its last request is done. The ``memproxy:`` section
+(the gateway settings) belongs to the process (listening address, state dir, body limit, upstream pool,
+timeouts and retries, with their command-line overrides): it changes at a restart.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from dataclasses import dataclass, field, replace
 import structlog
 from aiohttp import web
 
+from aiohttp_memproxy.config.settings import ConfigError, Settings, exposure_problems, load_settings
 from aiohttp_memproxy.keys import METRICS, RUNTIMES, SETTINGS, TRANSPORT, UPSTREAM
-from aiohttp_memproxy.llm import LLMClients
-from aiohttp_memproxy.metrics import Metrics
-from aiohttp_memproxy.models import ModelTable
-from aiohttp_memproxy.routing import MemoryRouter
-from aiohttp_memproxy.settings import ConfigError, Settings, exposure_problems, load_settings
-from aiohttp_memproxy.transport import AiohttpTransport, RetryPolicy
+from aiohttp_memproxy.llm.gateway import Gateway
+from aiohttp_memproxy.outbound.transport import AiohttpTransport, RetryPolicy
+from aiohttp_memproxy.resolve.memory import MemoryRouting
+from aiohttp_memproxy.resolve.models import ModelTable
+from aiohttp_memproxy.usage.metrics import Metrics
 
 log = structlog.get_logger()
 
@@ -34,18 +35,18 @@ log = structlog.get_logger()
 class Runtime:
     settings: Settings
     models: ModelTable
-    router: MemoryRouter
-    llm: LLMClients
+    memory: MemoryRouting
+    gateway: Gateway
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def build(cls, settings: Settings, transport: AiohttpTransport, metrics: Metrics) -> Runtime:
-        models, router = ModelTable(settings.models, settings.aliases), MemoryRouter(settings.routing)
-        llm = LLMClients(settings, transport)  # last: what it opens (LiteLLM's Router) the Runtime closes
-        if llm.router is not None:
-            llm.router.on_cooldown = lambda model: metrics.cooldowns.labels(model.name).inc()
-        return cls(settings=settings, models=models, router=router, llm=llm)
+        models, memory = ModelTable(settings.models, settings.aliases), MemoryRouting(settings.routing)
+        gateway = Gateway(settings, transport)  # last: what it opens (LiteLLM's Router) the Runtime closes
+        if gateway.router is not None:
+            gateway.router.on_cooldown = lambda model: metrics.cooldowns.labels(model.name).inc()
+        return cls(settings=settings, models=models, memory=memory, gateway=gateway)
 
 
 class Runtimes:
@@ -75,7 +76,7 @@ class Runtimes:
             settings = load_settings(old.settings.source, os.environ)
             # memproxy: belongs to the process (with its command-line overrides): it changes at a restart.
             # So do the proxies and CAs (the session was built with them): egress too.
-            settings = replace(settings, proxy=app[SETTINGS].proxy, egress=app[SETTINGS].egress)
+            settings = replace(settings, gateway=app[SETTINGS].gateway, egress=app[SETTINGS].egress)
             # Judged as a start judges it: a reload must not open what a start refuses (no key, or a weak
             # one, on a non-loopback bind).
             refused, weak = exposure_problems(settings)
@@ -103,25 +104,25 @@ class Runtimes:
     async def _retire(runtime: Runtime) -> None:
         if runtime.in_flight:
             await runtime.idle.wait()
-        await runtime.llm.aclose()
+        await runtime.gateway.aclose()
 
     async def aclose(self) -> None:
         for task, runtime in list(self._retiring.items()):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            if not runtime.llm.closed:  # shut down before its last request was done: closed here
-                await runtime.llm.aclose()
-        await self.current.llm.aclose()
+            if not runtime.gateway.closed:  # shut down before its last request was done: closed here
+                await runtime.gateway.aclose()
+        await self.current.gateway.aclose()
 
 
 async def runtimes(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: needs UPSTREAM; the LLM clients borrow it through one transport."""
+    """Cleanup context: needs UPSTREAM; the gateway's LiteLLM clients borrow it through one transport."""
     settings = app[SETTINGS]
-    proxy = settings.proxy
+    gateway = settings.gateway
     transport = AiohttpTransport(
         app[UPSTREAM],
-        RetryPolicy(proxy.retry_attempts, proxy.retry_base_delay_s, proxy.retry_after_max_s),
+        RetryPolicy(gateway.retry_attempts, gateway.retry_base_delay_s, gateway.retry_after_max_s),
         app[METRICS],
         settings.egress,
     )

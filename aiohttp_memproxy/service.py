@@ -20,9 +20,9 @@ import structlog
 from aiohttp import web
 
 from aiohttp_memproxy.app import create_app
-from aiohttp_memproxy.connections import ConnectionGuard, GuardedSite, effective_cap, raise_file_limit
+from aiohttp_memproxy.config.settings import Settings
 from aiohttp_memproxy.keys import METRICS, RUNTIMES
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.server.connections import ConnectionGuard, GuardedSite, effective_cap, raise_file_limit
 
 log = structlog.get_logger()
 
@@ -48,27 +48,32 @@ def reload(app: web.Application) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    proxy = settings.proxy
+    gateway = settings.gateway
     app = create_app(settings)
     file_limit = raise_file_limit()
-    guard = ConnectionGuard(effective_cap(proxy.max_connections, proxy.pool_limit, file_limit), app[METRICS])
+    guard = ConnectionGuard(
+        effective_cap(gateway.max_connections, gateway.pool_limit, file_limit), app[METRICS]
+    )
     # keepalive_timeout: a connection that runs no request (idle, or still sending its headers) is closed.
     runner = web.AppRunner(
-        app, access_log=None, shutdown_timeout=proxy.drain_timeout_s, keepalive_timeout=proxy.idle_timeout_s
+        app,
+        access_log=None,
+        shutdown_timeout=gateway.drain_timeout_s,
+        keepalive_timeout=gateway.idle_timeout_s,
     )
     try:
         await runner.setup()  # a refusal here (SeamError, ConfigError) still closes what started
-        site = GuardedSite(runner, proxy.host, proxy.port, guard)
+        site = GuardedSite(runner, gateway.host, gateway.port, guard)
         await site.start()
         log.info(
             "serving",
-            host=proxy.host,
-            port=proxy.port,
+            host=gateway.host,
+            port=gateway.port,
             max_connections=guard.cap,
             file_limit=str(file_limit),
-            idle_timeout_s=proxy.idle_timeout_s,
+            idle_timeout_s=gateway.idle_timeout_s,
         )
-        sd_notify("READY=1", f"STATUS=serving on {proxy.host}:{proxy.port}", f"MAINPID={os.getpid()}")
+        sd_notify("READY=1", f"STATUS=serving on {gateway.host}:{gateway.port}", f"MAINPID={os.getpid()}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -76,6 +81,6 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signal.SIGHUP, reload, app)
         await stop.wait()
         sd_notify("STOPPING=1", "STATUS=draining")
-        log.info("stopping", drain_timeout_s=proxy.drain_timeout_s)
+        log.info("stopping", drain_timeout_s=gateway.drain_timeout_s)
     finally:
         await runner.cleanup()

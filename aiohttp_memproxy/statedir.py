@@ -18,8 +18,8 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from aiohttp_memproxy.config.settings import ConfigError
 from aiohttp_memproxy.keys import SETTINGS
-from aiohttp_memproxy.settings import ConfigError
 
 log = structlog.get_logger()
 
@@ -97,7 +97,7 @@ def untrusted(files: Sequence[Path]) -> list[Path]:
 
 async def state_dir(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context, first: the state directory is checked before anything is loaded from it."""
-    proxy = app[SETTINGS].proxy
-    assert proxy.state_dir is not None  # load_settings always resolves it
-    prepare(proxy.state_dir)
+    gateway = app[SETTINGS].gateway
+    assert gateway.state_dir is not None  # load_settings always resolves it
+    prepare(gateway.state_dir)
     yield

@@ -20,10 +20,11 @@ from aiohttp.test_utils import TestClient, TestServer
 # Before anything imports litellm: never fetch the price map from the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from aiohttp_memproxy import litellm_seam, logs
+from aiohttp_memproxy import logs
 from aiohttp_memproxy.app import create_app
-from aiohttp_memproxy.egress import is_loopback
-from aiohttp_memproxy.settings import Settings, load_settings
+from aiohttp_memproxy.config.settings import Settings, load_settings
+from aiohttp_memproxy.llm import patches as litellm_seam
+from aiohttp_memproxy.outbound.egress import is_loopback
 from tests.fake_upstream import FakeUpstream
 
 REPO = Path(__file__).resolve().parent.parent

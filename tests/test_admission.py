@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from aiohttp_memproxy.settings import Settings, exposure_problems
+from aiohttp_memproxy.config.settings import Settings, exposure_problems
 from tests.conftest import MASTER_KEY, MESSAGES, AppClient, base_config, models_at
 from tests.fake_upstream import FakeUpstream
 
@@ -179,7 +179,7 @@ def test_a_wildcard_host_needs_a_non_loopback_bind_and_a_master_key(
 def test_allowed_hosts_and_origins_are_validated(
     make_settings: Callable[..., Settings], key: str, value: list[str]
 ) -> None:
-    from aiohttp_memproxy.settings import ConfigError
+    from aiohttp_memproxy.config.settings import ConfigError
 
     with pytest.raises(ConfigError) as raised:
         make_settings(base_config(memproxy={key: value}))

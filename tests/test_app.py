@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from aiohttp_memproxy import __version__
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.config.settings import Settings
 from tests.conftest import MASTER_KEY, AppClient, LogLines, base_config
 
 ANTHROPIC = {"anthropic-version": "2023-06-01"}
@@ -236,7 +236,7 @@ async def test_on_a_non_loopback_address_only_the_probes_are_public(
 ) -> None:
     """Bound beyond loopback, /health's details, /metrics and the routing info need the master key; the
     LiteLLM-style probes and Claude Code's ping stay public."""
-    settings = replace(keyed_settings, proxy=keyed_settings.proxy.model_copy(update={"host": "0.0.0.0"}))
+    settings = replace(keyed_settings, gateway=keyed_settings.gateway.model_copy(update={"host": "0.0.0.0"}))
     client = await app_client(settings)
     for path in ("/health/liveliness", "/health/liveness", "/health/readiness", "/api/hello"):
         assert (await client.get(path)).status == 200, path

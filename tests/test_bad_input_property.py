@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiohttp_memproxy.app import create_app
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.config.settings import Settings
 from tests.conftest import SM_KEY, UPSTREAM_KEY, base_config, models_at
 from tests.fake_upstream import FakeUpstream
 

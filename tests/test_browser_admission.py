@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.config.settings import Settings
 from tests.conftest import MASTER_KEY, AppClient, LogLines, base_config, models_at
 from tests.fake_upstream import FakeUpstream
 from tests.test_ui import CHROMIUM, CHROMIUM_ARGS, needs_chromium

@@ -13,8 +13,8 @@ import openai
 import pytest
 import yaml
 
+from aiohttp_memproxy.config.settings import Settings
 from aiohttp_memproxy.keys import RUNTIMES
-from aiohttp_memproxy.settings import Settings
 from tests.conftest import (
     FAMILIES,
     MESSAGES,
@@ -77,7 +77,7 @@ async def test_jar_persists_across_restart(
     client = await app_client(settings)
     assert (await post(client, {"model": "gpt-up", "messages": MESSAGES})).status == 200
     await client.close()  # runs the cleanup contexts: the jar is saved
-    jar_file = settings.proxy.state_dir / "cookies.json"  # type: ignore[operator]
+    jar_file = settings.gateway.state_dir / "cookies.json"  # type: ignore[operator]
     assert stat.S_IMODE(os.stat(jar_file).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(jar_file.parent).st_mode) == 0o700
     assert CLEARANCE in json.loads(jar_file.read_text()).popitem()[1]
@@ -95,7 +95,7 @@ async def test_corrupt_jar_is_moved_aside(
     log_lines: LogLines,
 ) -> None:
     settings = gateway_settings()
-    state = settings.proxy.state_dir
+    state = settings.gateway.state_dir
     assert state is not None
     state.mkdir(parents=True, exist_ok=True)
     (state / "cookies.json").write_bytes(b"\x80not json, not a pickle")
@@ -227,7 +227,7 @@ async def test_jar_saved_soon_after_a_change_while_running(
     settings = gateway_settings()
     client = await app_client(settings)
     assert (await post(client, {"model": "claude-up", "messages": MESSAGES})).status == 200
-    jar_file = settings.proxy.state_dir / "cookies.json"  # type: ignore[operator]
+    jar_file = settings.gateway.state_dir / "cookies.json"  # type: ignore[operator]
     for _ in range(100):  # debounced: saved about a second after the Set-Cookie, not at shutdown only
         if jar_file.exists():
             break
@@ -255,8 +255,8 @@ async def test_reload_lets_requests_in_flight_finish_on_the_old_config(
     assert "data: [DONE]" in rest  # finished on the config it started with
     assert (await post(client, {"model": "gpt-up", "messages": MESSAGES})).status == 404
     for _ in range(100):  # the old clients are closed once the old config's last request is done
-        if old.llm.closed:
+        if old.gateway.closed:
             break
         await asyncio.sleep(0.05)
-    assert old.llm.closed
-    assert not app[RUNTIMES].current.llm.closed
+    assert old.gateway.closed
+    assert not app[RUNTIMES].current.gateway.closed

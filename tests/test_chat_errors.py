@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.config.settings import Settings
 from tests.conftest import MESSAGES, SM_KEY, UPSTREAM_KEY, AppClient, LogLines, post, sse_frames
 from tests.fake_upstream import FakeUpstream, Scripted
 

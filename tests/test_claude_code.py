@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.config.settings import Settings
 from tests import claude_code
 from tests.conftest import UPSTREAM_KEY, AppClient, base_config
 from tests.fake_upstream import FakeUpstream

@@ -17,9 +17,9 @@ import aiohttp
 import pytest
 import yaml
 
-from aiohttp_memproxy.connections import MIN_CAP, RESERVED_FDS, ConnectionGuard, effective_cap
-from aiohttp_memproxy.metrics import Metrics
-from aiohttp_memproxy.settings import ProxySettings
+from aiohttp_memproxy.config.settings import GatewaySettings
+from aiohttp_memproxy.server.connections import MIN_CAP, RESERVED_FDS, ConnectionGuard, effective_cap
+from aiohttp_memproxy.usage.metrics import Metrics
 from tests.bench import serve_command
 from tests.conftest import REPO, base_config
 from tests.test_cli import free_port, wait_ready
@@ -99,7 +99,7 @@ async def test_health_answers_while_more_idle_connections_are_held_than_files_al
         lines = stop(process)
     serving = next(line for line in lines if line["event"] == "serving")
     cap = serving["max_connections"]
-    assert cap == effective_cap(1000, ProxySettings().pool_limit, SMALL_FILE_LIMIT) < HELD
+    assert cap == effective_cap(1000, GatewaySettings().pool_limit, SMALL_FILE_LIMIT) < HELD
     assert serving["file_limit"] == str(SMALL_FILE_LIMIT)
     assert [line["event"] for line in lines].count("connection_limit_reached") == 1  # one line, not a flood
     assert not [line for line in lines if line.get("level") == "error"]
@@ -125,7 +125,7 @@ async def test_a_half_sent_request_and_a_silent_connection_are_closed(
 
 
 def test_the_default_closes_a_half_sent_request_within_a_minute() -> None:
-    assert ProxySettings().idle_timeout_s <= 60
+    assert GatewaySettings().idle_timeout_s <= 60
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.config.settings import Settings
 from tests.conftest import MASTER_KEY, MESSAGES, AppClient, LogLines, base_config, sse_frames
 from tests.fake_upstream import FakeUpstream
 from tests.test_cli import free_port, wait_ready
@@ -102,7 +102,7 @@ async def test_upstream_status_and_unreachable(
 
 
 def test_forward_mode_needs_an_upstream(make_settings: Callable[..., Settings]) -> None:
-    from aiohttp_memproxy.settings import ConfigError
+    from aiohttp_memproxy.config.settings import ConfigError
 
     with pytest.raises(ConfigError) as caught:
         make_settings(base_config(memproxy={"mode": "forward"}))

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from aiohttp_memproxy import json_body
-from aiohttp_memproxy.settings import Settings
-from aiohttp_memproxy.views import INLINE_CHECK_BYTES
+from aiohttp_memproxy.config.settings import Settings
+from aiohttp_memproxy.server import body as json_body
+from aiohttp_memproxy.server.body import INLINE_CHECK_BYTES
 from tests.claude_code import first_request
 from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, base_config, models_at
 from tests.fake_upstream import FakeUpstream

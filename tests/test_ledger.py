@@ -16,11 +16,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from aiohttp_memproxy import cli, ledger, report, usage
+from aiohttp_memproxy import cli
+from aiohttp_memproxy.config.settings import Settings
+from aiohttp_memproxy.dialects import openai_chat
 from aiohttp_memproxy.keys import LEDGER, RUNTIMES
-from aiohttp_memproxy.metrics import Metrics
-from aiohttp_memproxy.settings import Settings
-from aiohttp_memproxy.transport import TAKE_USAGE_HEADER
+from aiohttp_memproxy.usage import ledger, report
+from aiohttp_memproxy.usage.metrics import Metrics
+from aiohttp_memproxy.usage.outcome import Outcome, read_later
 from tests.conftest import AppClient, LogLines
 from tests.fake_upstream import FakeUpstream
 
@@ -63,8 +65,8 @@ async def test_chat_rows_carry_tokens_and_litellm_cost(
         ]  # type: ignore[arg-type]
         # The gateway asked the upstream for usage; the client, which did not, gets no usage chunk.
         assert fake.seen[-1].body["stream_options"] == {"include_usage": True}
-        # The transport took that chunk out (the gateway's mark for it never leaves).
-        assert TAKE_USAGE_HEADER.lower() not in {name.lower() for name in fake.seen[-1].headers}
+        # The transport took that chunk out (nothing of the gateway's own goes upstream with the request).
+        assert not any(name.lower().startswith("x-memproxy") for name in fake.seen[-1].headers)
         assert all(chunk.usage is None for chunk in chunks)
         # Nor the usage chunk's empty choice: every chunk says something (a role, text, or the finish).
         for chunk in chunks:
@@ -219,8 +221,8 @@ async def test_a_failing_ledger_never_fails_a_request_and_catches_up(
     directory would not stop us): requests answer as ever, the failure is counted and logged once, and the
     rows are written once the ledger can be."""
     settings = gateway_settings()
-    assert settings.proxy.state_dir is not None
-    blocker = settings.proxy.state_dir / ledger.FILE_NAME
+    assert settings.gateway.state_dir is not None
+    blocker = settings.gateway.state_dir / ledger.FILE_NAME
     blocker.mkdir(parents=True)
     client = await app_client(settings)
     app = client.server.app
@@ -319,22 +321,29 @@ async def test_rows_are_made_with_the_batch_in_slices_and_a_failing_one_never_st
     book = ledger.Ledger(tmp_path / ledger.FILE_NAME, 90, metrics)
     now = time.time()
 
-    def broken(record: usage.Record) -> float | None:
+    def broken(outcome: Outcome) -> float | None:
         raise RuntimeError("a bug")
 
-    def entry(number: int, price: Callable[[usage.Record], float | None]) -> ledger.Entry:
-        record = usage.Record(litellm_model="openai/m", provider="openai")
-        record.later = usage.read_later(usage.openai_chat, {"prompt_tokens": number, "completion_tokens": 1})
-        bound = {"request_id": f"r{number}", "route": "/v1/chat/completions", "model": "m", "user_id": "u"}
-        return ledger.Entry(now + number, 0.01, 200, bound, "OpenAI/Python 1.0", record, price)
+    def entry(number: int, price: Callable[[Outcome], float | None]) -> ledger.Entry:
+        outcome = Outcome(
+            request_id=f"r{number}",
+            route="/v1/chat/completions",
+            model="m",
+            user_id="u",
+            metered=True,
+            litellm_model="openai/m",
+            provider="openai",
+        )
+        outcome.later = read_later(openai_chat.usage, {"prompt_tokens": number, "completion_tokens": 1})
+        return ledger.Entry(now + number, 0.01, 200, "OpenAI/Python 1.0", outcome, price)
 
-    def refused(record: usage.Record) -> float | None:
+    def refused(outcome: Outcome) -> float | None:
         return -1.0  # a price prometheus_client's counter refuses (it only goes up)
 
     count = ledger.SETTLE_SLICE + 5
     prices = {3: broken, 4: refused}
     for number in range(count):
-        book.take(entry(number, prices.get(number, lambda record: 0.5)))
+        book.take(entry(number, prices.get(number, lambda outcome: 0.5)))
     slices = 0
     real_sleep = asyncio.sleep
 
@@ -356,7 +365,7 @@ async def test_rows_are_made_with_the_batch_in_slices_and_a_failing_one_never_st
     assert [line["error"] for line in log_lines.named("ledger_row_failed")] == ["RuntimeError"]
     assert [line["error"] for line in log_lines.named("ledger_metrics_failed")] == ["ValueError"]
     # The writer goes on: what comes next is written too.
-    book.take(entry(count, lambda record: 0.5))
+    book.take(entry(count, lambda outcome: 0.5))
     await book.aclose()
     assert ledger.read(book.path, 0)[-1].input_tokens == count
 
@@ -528,8 +537,8 @@ async def test_the_ledger_can_be_turned_off(
     app = client.server.app
     assert app is not None
     assert LEDGER not in app
-    assert settings.proxy.state_dir is not None
-    assert not (settings.proxy.state_dir / ledger.FILE_NAME).exists()
+    assert settings.gateway.state_dir is not None
+    assert not (settings.gateway.state_dir / ledger.FILE_NAME).exists()
     metrics = await (await client.get("/metrics")).text()
     assert "memproxy_tokens_total{" not in metrics
     assert 'memproxy_requests_total{model="gpt-4o-up"' in metrics  # requests are still counted
@@ -537,7 +546,7 @@ async def test_the_ledger_can_be_turned_off(
     assert data["usage"]["error"] == "the usage ledger is off (memproxy.usage_ledger: false)"
     assert data["latest"] == []
     assert data["state"]["models"]["available"]
-    state = str(settings.proxy.state_dir)
+    state = str(settings.gateway.state_dir)
     assert cli.main(["usage", "--config", str(settings.source), "--state-dir", state]) == 0
     captured = capsys.readouterr()
     assert "turns the ledger off (memproxy.usage_ledger: false)" in captured.err

@@ -17,10 +17,10 @@ from litellm.llms.custom_httpx import http_handler
 from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 from litellm.llms.openai.common_utils import BaseOpenAILLM
 
-from aiohttp_memproxy import litellm_seam
 from aiohttp_memproxy.app import create_app
-from aiohttp_memproxy.litellm_seam import SeamError
-from aiohttp_memproxy.settings import ConfigError, Settings
+from aiohttp_memproxy.config.settings import ConfigError, Settings
+from aiohttp_memproxy.llm import patches as litellm_seam
+from aiohttp_memproxy.llm.patches import SeamError
 from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, base_config, post
 from tests.fake_upstream import FakeUpstream
 
@@ -44,6 +44,7 @@ def factories() -> tuple[Any, ...]:
         vars(AsyncHTTPHandler)["create_async_transport"],
         vars(AsyncHTTPHandler)["_create_async_transport"],
         vars(BaseOpenAILLM)["_get_async_http_client"],
+        vars(litellm.router)["compact_to_fit"],  # the Router's attempts, adapted for a gateway call
     )
 
 

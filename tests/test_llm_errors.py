@@ -9,8 +9,8 @@ from typing import Any
 import litellm
 import pytest
 
-from aiohttp_memproxy.llm_errors import culprit
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.config.settings import Settings
+from aiohttp_memproxy.llm.errors import culprit
 from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, LogLines, base_config
 from tests.fake_upstream import FakeUpstream
 from tests.test_chat_errors import assert_openai_error

@@ -17,10 +17,11 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from aiohttp_memproxy import llm_router
+from aiohttp_memproxy.config.settings import Settings
 from aiohttp_memproxy.keys import RUNTIMES
-from aiohttp_memproxy.routing import USER_ID_HEADER
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.llm import patches
+from aiohttp_memproxy.llm import router as llm_router
+from aiohttp_memproxy.resolve.memory import USER_ID_HEADER
 from tests.conftest import SM_KEY, UPSTREAM_KEY, AppClient, LogLines, base_config
 from tests.fake_upstream import FakeUpstream, Scripted
 
@@ -463,11 +464,11 @@ async def test_a_reload_swaps_the_routing_table(
     old = app[RUNTIMES].current
     # The Router's bookkeeping runs for its own calls only, not in LiteLLM's global lists (every call's).
     assert not any(
-        getattr(callback, "__self__", None) is old.llm.router
+        getattr(callback, "__self__", None) is old.gateway.router
         for name in llm_router.CALLBACK_LISTS
         for callback in getattr(litellm, name)
     )
-    assert vars(litellm.router)["compact_to_fit"] == llm_router._ATTEMPTS.adapted
+    assert vars(litellm.router)["compact_to_fit"] is patches._adapted_attempt
 
     settings.source.write_text(yaml.safe_dump(base_config(model_list=models)))  # no fallback any more
     assert app[RUNTIMES].reload(app)
@@ -475,17 +476,16 @@ async def test_a_reload_swaps_the_routing_table(
         await sdk.chat.completions.create(model="gpt", messages=MESSAGES)  # type: ignore[arg-type]
     assert len(backup.seen) == 1
     for _ in range(100):  # the old Router leaves LiteLLM's callbacks once its last request is done
-        if old.llm.closed:
+        if old.gateway.closed:
             break
         await asyncio.sleep(0.05)
-    assert old.llm.closed
+    assert old.gateway.closed
     for name in llm_router.CALLBACK_LISTS:
         assert not any(
-            getattr(callback, "__self__", None) is old.llm.router for callback in getattr(litellm, name)
+            getattr(callback, "__self__", None) is old.gateway.router for callback in getattr(litellm, name)
         )
-    # No GatewayRouter left: LiteLLM's own function is back.
-    assert vars(litellm.router)["compact_to_fit"] is not llm_router._ATTEMPTS.adapted
-    assert app[RUNTIMES].current.llm.router is None  # two single deployments, no routing key: direct calls
+    # Two single deployments, no routing key: direct calls.
+    assert app[RUNTIMES].current.gateway.router is None
 
 
 async def test_a_throttled_deployment_is_not_waited_for_when_another_can_answer(
@@ -572,12 +572,12 @@ async def test_a_reload_hands_the_routing_strategy_to_the_new_router(
     client = await app_client(settings)
     app = client.server.app
     assert app is not None
-    old = app[RUNTIMES].current.llm.router
+    old = app[RUNTIMES].current.gateway.router
     assert old is not None
     [old_selector] = old._selectors()
     assert any(callback is old_selector for callback in litellm.callbacks)
     assert app[RUNTIMES].reload(app)
-    new = app[RUNTIMES].current.llm.router
+    new = app[RUNTIMES].current.gateway.router
     assert new is not None
     [new_selector] = new._selectors()
     assert any(callback is new_selector for callback in litellm.callbacks)
@@ -616,8 +616,8 @@ async def test_a_deployments_model_info_is_built_once_and_handed_out_as_copies(
     client = await app_client(make_settings(base_config(model_list=[openai_at("gpt", url), limited])))
     app = client.server.app
     assert app is not None
-    router = app[RUNTIMES].current.llm.router
-    assert isinstance(router, llm_router.GatewayRouter)
+    router = app[RUNTIMES].current.gateway.router
+    assert isinstance(router, llm_router.DeploymentRouter)
     for model_id in ("gpt/0", "gpt/1"):
         deployment = router.get_deployment(model_id=model_id)
         first = router.get_router_model_info(deployment, "gpt")

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from aiohttp_memproxy import logs
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.config.settings import Settings
 from tests.conftest import SM_KEY, UPSTREAM_KEY, AppClient, LogLines
 from tests.fake_upstream import CLEARANCE, SIGNATURE, TOOL_INPUT, FakeUpstream, Scripted
 

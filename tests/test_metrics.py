@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.config.settings import Settings
 from tests.conftest import MASTER_KEY, MESSAGES, AppClient, base_config, post
 from tests.fake_upstream import FakeUpstream
 

@@ -4,9 +4,9 @@ from collections.abc import Callable
 
 import pytest
 
+from aiohttp_memproxy.config.settings import Alias, ModelConfig, Settings
 from aiohttp_memproxy.errors import InvalidRequest, ModelDisabled, ModelNotFound
-from aiohttp_memproxy.models import ModelTable
-from aiohttp_memproxy.settings import Alias, ModelConfig, Settings
+from aiohttp_memproxy.resolve.models import ModelTable
 from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, base_config
 from tests.fake_upstream import FakeUpstream
 

@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from aiohttp_memproxy import litellm_seam
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.config.settings import Settings
+from aiohttp_memproxy.llm import patches as litellm_seam
 from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, base_config, post, sse_frames
 from tests.fake_upstream import FakeUpstream
 

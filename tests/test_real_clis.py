@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.config.settings import Settings
 from tests.conftest import MASTER_KEY, REPO, UPSTREAM_KEY, AppClient, base_config
 from tests.fake_upstream import FakeUpstream
 

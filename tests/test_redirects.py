@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.config.settings import Settings
 from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, base_config
 from tests.test_providers import PROVIDERS, provider_settings
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.config.settings import Settings
 from tests.conftest import MASTER_KEY, SM_KEY, UPSTREAM_KEY, AppClient, base_config
 from tests.fake_upstream import TOOL_INPUT, FakeUpstream, Scripted
 

@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
+from aiohttp_memproxy.config.settings import ModelConfig, PatternRule, RoutingConfig
 from aiohttp_memproxy.errors import InvalidRequest
-from aiohttp_memproxy.routing import MemoryRouter
-from aiohttp_memproxy.settings import ModelConfig, PatternRule, RoutingConfig
+from aiohttp_memproxy.resolve.memory import MemoryRouting, memory_headers
 
 CONFIG = RoutingConfig(
     custom_header="x-memory-user-id",
@@ -18,7 +18,7 @@ CONFIG = RoutingConfig(
     ),
     default_user_id="default-dev",
 )
-ROUTER = MemoryRouter(CONFIG)
+ROUTER = MemoryRouting(CONFIG)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_routing_info_shape() -> None:
 
 
 def test_routing_info_never_shows_a_credential() -> None:
-    router = MemoryRouter(
+    router = MemoryRouting(
         RoutingConfig(header_patterns=(PatternRule(header="x-api-key", pattern="^sk-", user_id="keyed"),))
     )
     info = router.routing_info({"x-api-key": "sk-secret-value"})
@@ -97,22 +97,22 @@ def model(supermemory: bool) -> ModelConfig:
 
 def test_memory_headers_only_for_supermemory_models() -> None:
     decision = ROUTER.decide({"user-agent": "claude-cli/2", "x-claude-code-session-id": "abc-123"})
-    assert ROUTER.memory_headers(model(True), decision) == {
+    assert memory_headers(model(True), decision) == {
         "x-sm-user-id": "claude-code",
         "x-sm-conversation-id": "abc-123",
     }
-    assert ROUTER.memory_headers(model(False), decision) == {}
+    assert memory_headers(model(False), decision) == {}
 
 
 def test_conversation_header_from_client_wins_over_claude_session() -> None:
     headers: dict[str, Any] = {"x-sm-conversation-id": "conv-1", "x-claude-code-session-id": "sess-1"}
     decision = ROUTER.decide(headers)
-    assert ROUTER.memory_headers(model(True), decision)["x-sm-conversation-id"] == "conv-1"
-    assert "x-sm-conversation-id" not in ROUTER.memory_headers(model(True), ROUTER.decide({}))
+    assert memory_headers(model(True), decision)["x-sm-conversation-id"] == "conv-1"
+    assert "x-sm-conversation-id" not in memory_headers(model(True), ROUTER.decide({}))
 
 
 def test_codex_session_is_the_conversation() -> None:
     decision = ROUTER.decide(
         {"user-agent": "codex_exec/0.169.0 (Debian 12; x86_64) dumb", "session_id": "0199-ab"}
     )
-    assert ROUTER.memory_headers(model(True), decision)["x-sm-conversation-id"] == "0199-ab"
+    assert memory_headers(model(True), decision)["x-sm-conversation-id"] == "0199-ab"

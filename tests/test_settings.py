@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from aiohttp_memproxy.routing import MemoryRouter
-from aiohttp_memproxy.settings import (
+from aiohttp_memproxy.config.settings import (
     ConfigError,
     Settings,
     default_state_dir,
     exposure_problems,
     load_settings,
 )
+from aiohttp_memproxy.resolve.memory import MemoryRouting
 from tests.conftest import SHIPPED_CONFIG, base_config
 
 SECRET = "fake-anthropic-value-never-printed-0123456789"  # a test value, not a key
@@ -34,9 +34,9 @@ def test_shipped_config_loads_with_no_keys(tmp_path: Path) -> None:
     enabled = [m.name for m in settings.models if m.enabled]
     assert enabled == ["demo"]
     assert settings.master_key is None
-    assert settings.proxy.port == 8764
-    assert settings.proxy.host == "127.0.0.1"
-    assert settings.proxy.state_dir == tmp_path / ".local/state/aiohttp-memproxy"
+    assert settings.gateway.port == 8764
+    assert settings.gateway.host == "127.0.0.1"
+    assert settings.gateway.state_dir == tmp_path / ".local/state/aiohttp-memproxy"
     assert settings.aliases["claude-sonnet-4-5-20250929"].target == "claude-sonnet-4-5"
     assert settings.aliases["claude-haiku-4-5-20251001"].target == "claude-haiku-4-5"
     patterns = {(r.pattern, r.user_id) for r in settings.routing.header_patterns}
@@ -47,7 +47,7 @@ def test_shipped_config_loads_with_no_keys(tmp_path: Path) -> None:
         ("^anthropic-sdk-python", "anthropic-python"),
         ("^codex[_-]", "codex"),
     } <= patterns
-    router = MemoryRouter(settings.routing)
+    router = MemoryRouting(settings.routing)
     for agent in ("codex_exec/0.169.0 (Debian 12; x86_64) dumb", "codex_cli_rs/0.169.0", "codex-tui/0.169.0"):
         assert router.decide({"user-agent": agent}).user_id == "codex"
     by_name = {m.name: m for m in settings.models}
@@ -443,7 +443,8 @@ def test_header_names_are_lowercased_and_patterns_case_insensitive(
 
 def test_cli_overrides_are_validated(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     settings = make_settings().with_overrides(host="::1", port=9000, state_dir=tmp_path, log_level=None)
-    assert (settings.proxy.host, settings.proxy.port, settings.proxy.state_dir) == ("::1", 9000, tmp_path)
+    gateway = settings.gateway
+    assert (gateway.host, gateway.port, gateway.state_dir) == ("::1", 9000, tmp_path)
     with pytest.raises(ConfigError) as caught:
         settings.with_overrides(port=0)
     assert caught.value.errors[0].startswith("--port:")
@@ -467,7 +468,7 @@ def test_default_state_dir(environ: dict[str, str], expected: str) -> None:
 
 def test_state_dir_from_config_wins_over_environment(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(base_config(memproxy={"state_dir": "/srv/jar"}))
-    assert settings.proxy.state_dir == Path("/srv/jar")
+    assert settings.gateway.state_dir == Path("/srv/jar")
 
 
 @pytest.mark.parametrize(

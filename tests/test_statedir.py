@@ -15,10 +15,11 @@ import yaml
 from aiohttp import web
 from yarl import URL
 
-from aiohttp_memproxy import ledger, statedir
+from aiohttp_memproxy import statedir
 from aiohttp_memproxy.app import create_app
+from aiohttp_memproxy.config.settings import ConfigError, Settings
 from aiohttp_memproxy.keys import LEDGER
-from aiohttp_memproxy.settings import ConfigError, Settings
+from aiohttp_memproxy.usage import ledger
 from tests.conftest import MESSAGES, LogLines, base_config, models_at, post
 from tests.fake_upstream import CLEARANCE, FakeUpstream
 from tests.test_cli import memproxy

@@ -9,9 +9,9 @@ import aiohttp
 import httpx
 import pytest
 
-from aiohttp_memproxy.egress import Egress
-from aiohttp_memproxy.metrics import Metrics
-from aiohttp_memproxy.transport import AiohttpTransport, RetryPolicy
+from aiohttp_memproxy.outbound.egress import Egress
+from aiohttp_memproxy.outbound.transport import AiohttpTransport, RetryPolicy
+from aiohttp_memproxy.usage.metrics import Metrics
 from tests.fake_upstream import FakeUpstream
 
 STREAM_BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from aiohttp_memproxy import ledger
+from aiohttp_memproxy.config.settings import Settings
 from aiohttp_memproxy.keys import LEDGER
-from aiohttp_memproxy.settings import Settings
+from aiohttp_memproxy.usage import ledger
 from tests.conftest import MASTER_KEY, AppClient, base_config, models_at
 from tests.fake_upstream import FakeUpstream
 

@@ -1,7 +1,7 @@
-"""usage.ChatUsageTap: the usage-only chunk of an OpenAI chat stream taken out of its bytes and read, every
-other byte passed on unchanged and in order, however the stream is split; the OpenAI SDK's own SSE decoder
-(which LiteLLM reads OpenAI streams with) then sees the same events but that one. usage.AnthropicStreamUsage:
-a Messages stream's usage read from its bytes, however they are split."""
+"""openai_chat.ChatUsageTap: the usage-only chunk of an OpenAI chat stream taken out of its bytes and read,
+every other byte passed on unchanged and in order, however the stream is split; the OpenAI SDK's own SSE
+decoder (which LiteLLM reads OpenAI streams with) then sees the same events but that one.
+anthropic.StreamUsage: a Messages stream's usage read from its bytes, however they are split."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openai._streaming import SSEDecoder
 
-from aiohttp_memproxy import usage
+from aiohttp_memproxy.dialects import anthropic, openai_chat
+from aiohttp_memproxy.usage.tokens import Tokens
 
 
 def event(payload: object) -> bytes:
@@ -38,8 +39,8 @@ STREAM = [content("Hello"), LOOKALIKE, content(" world", "stop"), USAGE_EVENT, b
 WITHOUT_USAGE = b"".join(STREAM).replace(USAGE_EVENT, b"")
 
 
-def tapped(pieces: list[bytes]) -> tuple[bytes, usage.ChatUsageTap]:
-    tap = usage.ChatUsageTap()
+def tapped(pieces: list[bytes]) -> tuple[bytes, openai_chat.ChatUsageTap]:
+    tap = openai_chat.ChatUsageTap()
     passed = b"".join(tap.feed(piece) for piece in pieces) + tap.end()
     return passed, tap
 
@@ -52,7 +53,7 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 def test_the_usage_chunk_is_taken_out_and_read() -> None:
     passed, tap = tapped(STREAM)
     assert passed == WITHOUT_USAGE
-    assert tap.tokens == usage.Tokens(input=1200, output=30, cache_read=1000, reasoning=12)
+    assert tap.tokens == Tokens(input=1200, output=30, cache_read=1000, reasoning=12)
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
@@ -156,11 +157,11 @@ MESSAGE_STREAM = b"".join(
         anthropic_event("message_stop", {}),
     ]
 )
-MESSAGE_TOKENS = usage.Tokens(input=1025, output=42, cache_read=1000, cache_write=5)
+MESSAGE_TOKENS = Tokens(input=1025, output=42, cache_read=1000, cache_write=5)
 
 
-def read_usage(pieces: list[bytes]) -> usage.Tokens:
-    reader = usage.AnthropicStreamUsage()
+def read_usage(pieces: list[bytes]) -> Tokens:
+    reader = anthropic.StreamUsage()
     for piece in pieces:
         reader.feed(piece)
     return reader.read()
@@ -182,8 +183,8 @@ def test_a_long_line_before_the_usage_is_passed_over() -> None:
         "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "x" * 300_000}}
     )
     data = MESSAGE_STREAM.replace(b"event: content_block_stop", long_text + b"event: content_block_stop")
-    reader = usage.AnthropicStreamUsage()
+    reader = anthropic.StreamUsage()
     for start in range(0, len(data), 4096):
         reader.feed(data[start : start + 4096])
-        assert len(reader._partial) <= usage.AnthropicStreamUsage.MAX_LINE + 4096
+        assert len(reader._partial) <= anthropic.StreamUsage.MAX_LINE + 4096
     assert reader.read() == MESSAGE_TOKENS

@@ -1,4 +1,4 @@
-"""Memory routing: which user a request belongs to, and the headers a Supermemory model gets for it.
+"""Memory routing: which memory user a request belongs to, and the headers a Supermemory model gets for it.
 
 Precedence, as the seed project had it: the custom header's value when present (an invalid value is a 400,
 never forwarded); else the first ``header_patterns`` rule, in config order, whose regex *searches* (unanchored
@@ -14,8 +14,8 @@ from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from aiohttp_memproxy.config.settings import USER_ID_RE, USER_ID_RULE, ModelConfig, RoutingConfig
 from aiohttp_memproxy.errors import InvalidRequest
-from aiohttp_memproxy.settings import USER_ID_RE, USER_ID_RULE, ModelConfig, RoutingConfig
 
 USER_ID_HEADER = "x-sm-user-id"
 CONVERSATION_HEADER = "x-sm-conversation-id"
@@ -40,7 +40,7 @@ class PatternMatch:
 
 
 @dataclass(frozen=True)
-class RoutingDecision:
+class MemoryDecision:
     user_id: str
     matched_pattern: PatternMatch | None
     custom_header_present: bool
@@ -68,11 +68,11 @@ class RoutingDecision:
         }
 
 
-class MemoryRouter:
+class MemoryRouting:
     def __init__(self, config: RoutingConfig) -> None:
         self.config = config
 
-    def decide(self, headers: Headers) -> RoutingDecision:
+    def decide(self, headers: Headers) -> MemoryDecision:
         """Raises InvalidRequest when the custom header carries an invalid user id."""
         lookup = headers if isinstance(headers, CIMultiDictProxy | CIMultiDict) else CIMultiDict(headers)
         conversation = self._conversation(lookup)
@@ -84,26 +84,16 @@ class MemoryRouter:
                     f"header {self.config.custom_header}: invalid user id, expected {USER_ID_RULE}",
                     param=self.config.custom_header,
                 )
-            return RoutingDecision(user_id, None, True, conversation)
+            return MemoryDecision(user_id, None, True, conversation)
         for rule in self.config.header_patterns:
             value = lookup.get(rule.header)
             if value is not None and rule.regex.search(value):
                 match = PatternMatch(rule.header, value, rule.pattern, rule.user_id)
-                return RoutingDecision(rule.user_id, match, False, conversation)
-        return RoutingDecision(self.config.default_user_id, None, False, conversation)
+                return MemoryDecision(rule.user_id, match, False, conversation)
+        return MemoryDecision(self.config.default_user_id, None, False, conversation)
 
     def routing_info(self, headers: Headers) -> dict[str, Any]:
         return self.decide(headers).info()
-
-    @staticmethod
-    def memory_headers(model: ModelConfig, decision: RoutingDecision) -> dict[str, str]:
-        """Headers to add for ``model``: a user id never goes to a provider that is not Supermemory."""
-        if not model.supermemory:
-            return {}
-        headers = {USER_ID_HEADER: decision.user_id}
-        if decision.conversation_id:
-            headers[CONVERSATION_HEADER] = decision.conversation_id
-        return headers
 
     @staticmethod
     def _conversation(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str | None:
@@ -112,3 +102,13 @@ class MemoryRouter:
             if USER_ID_RE.fullmatch(value):
                 return value
         return None
+
+
+def memory_headers(model: ModelConfig, decision: MemoryDecision) -> dict[str, str]:
+    """Headers to add for ``model``: a user id never goes to a provider that is not Supermemory."""
+    if not model.supermemory:
+        return {}
+    headers = {USER_ID_HEADER: decision.user_id}
+    if decision.conversation_id:
+        headers[CONVERSATION_HEADER] = decision.conversation_id
+    return headers

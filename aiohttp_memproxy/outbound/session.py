@@ -14,7 +14,6 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +25,7 @@ from multidict import CIMultiDict
 
 from aiohttp_memproxy import statedir
 from aiohttp_memproxy.keys import COOKIES, METRICS, SETTINGS, UPSTREAM
+from aiohttp_memproxy.outbound.call import CALL
 
 log = structlog.get_logger()
 
@@ -88,8 +88,10 @@ class Exchange:
     cookies_set: tuple[str, ...]  # names from the response's Set-Cookie
 
 
-# Set to a list around a call to collect that call's upstream exchanges; None (the default) costs nothing.
-EXCHANGES: ContextVar[list[Exchange] | None] = ContextVar("memproxy_exchanges", default=None)
+def _watched() -> list[Exchange] | None:
+    """Where the gateway call in progress collects its exchanges, if anyone asked to see them."""
+    call = CALL.get()
+    return call.exchanges if call is not None else None
 
 
 def _trace(store: CookieStore) -> aiohttp.TraceConfig:
@@ -100,7 +102,7 @@ def _trace(store: CookieStore) -> aiohttp.TraceConfig:
         context: SimpleNamespace,
         params: aiohttp.TraceRequestHeadersSentParams,
     ) -> None:
-        if EXCHANGES.get() is not None:
+        if _watched() is not None:
             context.sent = CIMultiDict(params.headers)
 
     async def on_request_end(
@@ -108,7 +110,7 @@ def _trace(store: CookieStore) -> aiohttp.TraceConfig:
     ) -> None:
         if "Set-Cookie" in params.response.headers:
             store.changed.set()
-        seen = EXCHANGES.get()
+        seen = _watched()
         if seen is not None:
             seen.append(
                 Exchange(
@@ -125,10 +127,10 @@ def _trace(store: CookieStore) -> aiohttp.TraceConfig:
 
 
 async def upstream_session(app: web.Application) -> AsyncIterator[None]:
-    proxy = app[SETTINGS].proxy
-    assert proxy.state_dir is not None  # load_settings always resolves it
+    gateway = app[SETTINGS].gateway
+    assert gateway.state_dir is not None  # load_settings always resolves it
     jar = aiohttp.CookieJar(unsafe=True)
-    store = CookieStore(jar, proxy.state_dir)
+    store = CookieStore(jar, gateway.state_dir)
     store.load()
     egress = app[SETTINGS].egress
     if not egress.verify:
@@ -137,11 +139,11 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         )
     session = aiohttp.ClientSession(
         # The system store plus the configured CAs; proxies are chosen per request by the transport (egress).
-        connector=aiohttp.TCPConnector(limit=proxy.pool_limit, ssl=egress.ssl_context()),
+        connector=aiohttp.TCPConnector(limit=gateway.pool_limit, ssl=egress.ssl_context()),
         cookie_jar=jar,
         # No total timeout: streams run as long as they produce; a silent upstream hits sock_read.
         timeout=aiohttp.ClientTimeout(
-            total=None, connect=proxy.connect_timeout_s, sock_read=proxy.read_timeout_s
+            total=None, connect=gateway.connect_timeout_s, sock_read=gateway.read_timeout_s
         ),
         auto_decompress=False,  # httpx (LiteLLM's side of the transport) decodes content-encoding itself
         trace_configs=[_trace(store)],
@@ -149,7 +151,7 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
     app[UPSTREAM] = session
     app[COOKIES] = store
     app[METRICS].count_cookies(lambda: len(jar))
-    saver = asyncio.create_task(store.keep_saved(proxy.cookie_save_interval_s))
+    saver = asyncio.create_task(store.keep_saved(gateway.cookie_save_interval_s))
     try:
         yield
     finally:

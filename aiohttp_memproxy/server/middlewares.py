@@ -17,10 +17,21 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from aiohttp_memproxy import ledger
-from aiohttp_memproxy.egress import is_loopback
-from aiohttp_memproxy.errors import AuthenticationFailed, Dialect, ProxyError
-from aiohttp_memproxy.keys import DIALECT, METRICS, REQUEST_ID, REQUEST_STARTED, RUNTIME, RUNTIMES, SETTINGS
+from aiohttp_memproxy.dialects import Dialect, anthropic, openai_chat
+from aiohttp_memproxy.errors import AuthenticationFailed, ProxyError
+from aiohttp_memproxy.keys import (
+    DIALECT,
+    METRICS,
+    OUTCOME,
+    REQUEST_ID,
+    REQUEST_STARTED,
+    RUNTIME,
+    RUNTIMES,
+    SETTINGS,
+)
+from aiohttp_memproxy.outbound.egress import is_loopback
+from aiohttp_memproxy.usage import ledger
+from aiohttp_memproxy.usage.outcome import Outcome
 
 log = structlog.get_logger()
 
@@ -49,7 +60,8 @@ def dialect_of(request: web.Request) -> Dialect:
 
 
 def error_response(error: ProxyError, dialect: Dialect) -> web.Response:
-    return web.json_response(error.body(dialect), status=error.status, headers=error.headers)
+    body = anthropic.error_body(error) if dialect == "anthropic" else openai_chat.error_body(error)
+    return web.json_response(body, status=error.status, headers=error.headers)
 
 
 @web.middleware
@@ -62,6 +74,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     route = resource.canonical if resource is not None else "unmatched"
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id, method=request.method, route=route)
+    outcome = request[OUTCOME] = Outcome(request_id=request_id, route=route)
     started = request[REQUEST_STARTED] = time.perf_counter()
     metrics = request.app[METRICS]
     metrics.in_flight.inc()
@@ -82,12 +95,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         elapsed = time.perf_counter() - started
         runtimes.release(runtime)
         metrics.in_flight.dec()
-        bound = structlog.contextvars.get_contextvars()
-        model = bound.get("model", "")
-        metrics.requests.labels(route, model, str(status)).inc()
-        if bound.get("fallback"):
-            metrics.fallbacks.labels(model).inc()
-        ledger.record_request(request, status, elapsed, bound)
+        metrics.requests.labels(route, outcome.model, str(status)).inc()
+        if outcome.fallback:
+            metrics.fallbacks.labels(outcome.model).inc()
+        ledger.record_request(request, status, elapsed)
         metrics.latency.labels(route).observe(elapsed)
         log.info("request", status=status, ms=round(elapsed * 1000, 1))
 
@@ -105,7 +116,7 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> ProxyError:
     elif exc.status == web.HTTPMethodNotAllowed.status_code:
         message = f"method {request.method} is not allowed on {request.path}"
     elif exc.status == web.HTTPRequestEntityTooLarge.status_code:
-        limit = request.app[SETTINGS].proxy.max_body_mb
+        limit = request.app[SETTINGS].gateway.max_body_mb
         message = f"request body is larger than this gateway's limit of {limit:g} MiB (memproxy.max_body_mb)"
     else:
         message = exc.reason
@@ -140,7 +151,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     master_key = request[RUNTIME].settings.master_key
     if master_key is None or request.path in PUBLIC_PATHS:
         return await handler(request)
-    if request.path in LOOPBACK_PUBLIC_PATHS and is_loopback(request.app[SETTINGS].proxy.host):
+    if request.path in LOOPBACK_PUBLIC_PATHS and is_loopback(request.app[SETTINGS].gateway.host):
         return await handler(request)
     presented = presented_keys(request)
     if not presented:

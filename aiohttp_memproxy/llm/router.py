@@ -5,42 +5,39 @@ The Router is LiteLLM's reference implementation of a config's routing keys (sev
 ``num_retries``/``retry_policy``, ``allowed_fails``/``cooldown_time``); a LiteLLM proxy serves the same
 file through it. It is used for a model group with several deployments, and for every group once the config
 sets a routing key. A group of one deployment in a config without routing keys answers through one direct
-LiteLLM call instead: the Router costs ~2 ms of CPU per call (measured on litellm 1.106.2 with a mocked
-answer: 4.6 ms against 2.4 ms), and it would route nowhere.
+LiteLLM call instead: the Router costs ~2 ms of CPU per call, and it would route nowhere.
 
-Each attempt is adapted to the deployment the Router picked, just before it is sent (``_AttemptSeam``):
-memory headers only for a Supermemory deployment, the client that deployment's provider takes, a Messages
-request made translatable for a provider that is not Anthropic. The gateway call in progress is a
-ContextVar (``CALL``). The Router's own bookkeeping runs for its own calls only (LiteLLM's per-call
-callbacks), not for every LiteLLM call of the process. Verified on litellm 1.106.2.
+Each attempt is adapted to the deployment the Router picked, just before it is sent (``patches`` wraps the
+Router's ``compact_to_fit`` for that; the call in progress says how: ``outbound.call``). The Router's own
+bookkeeping runs for its own calls only (LiteLLM's per-call callbacks), not for every LiteLLM call of the
+process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import litellm
 import structlog
-from litellm import router as router_module
 from litellm.exceptions import MidStreamFallbackError
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.router import Router
 from litellm.router_strategy.least_busy import LeastBusyLoggingHandler
 
-from aiohttp_memproxy.settings import ModelConfig, Settings
+from aiohttp_memproxy.config.settings import ModelConfig, Settings
+from aiohttp_memproxy.llm import patches, pricing
+from aiohttp_memproxy.llm.memo import Memo
+from aiohttp_memproxy.outbound.call import CALL
 
 log = structlog.get_logger()
 
 # Router arguments that do not change how one deployment alone is called (its call gets the same retries
 # and timeouts without the Router): a config setting only these keeps plain groups on the direct path.
 PLAIN_KEYS = frozenset({"num_retries", "timeout", "stream_timeout"})
-# LiteLLM's global callback lists (litellm/__init__.py, 1.106.2).
+# LiteLLM's global callback lists (litellm/__init__.py).
 CALLBACK_LISTS = (
     "callbacks",
     "input_callback",
@@ -52,7 +49,7 @@ CALLBACK_LISTS = (
 )
 # get_router_model_info answers kept per Router (deployments x names asked; a wildcard's names vary).
 MODEL_INFO_KEPT = 1024
-# LiteLLM's AllowedFailsPolicy fields (types/router.py, 1.106.2): one per error class.
+# LiteLLM's AllowedFailsPolicy fields (types/router.py): one per error class.
 ALLOWED_FAILS_CLASSES = tuple(
     f"{name}AllowedFails"
     for name in (
@@ -69,111 +66,8 @@ ALLOWED_FAILS_CLASSES = tuple(
 )
 
 
-@dataclass
-class Call:
-    """One gateway call through the Router: what adapting its attempts needs, and what it learned."""
-
-    router: GatewayRouter
-    group: str  # the model group the client's model resolved to
-    adapt: Callable[[ModelConfig, dict[str, Any]], None]  # the call's kwargs for one deployment, in place
-    tried: list[ModelConfig] = field(default_factory=list)  # deployments in the order the Router tried them
-    relayed: bool = False  # something of the answer reached the client: no fallback from here on
-    litellm_model: str = ""  # what the last deployment tried was called as (its usage is priced as that)
-
-    @property
-    def deployment(self) -> ModelConfig | None:
-        """The deployment that answered (the last one tried)."""
-        return self.tried[-1] if self.tried else None
-
-    @property
-    def fallback(self) -> bool:
-        """Whether the answer came from another model group than the one asked for."""
-        return any(model.name != self.group for model in self.tried)
-
-
-CALL: ContextVar[Call | None] = ContextVar("memproxy_router_call", default=None)
-
-
-class _AttemptSeam:
-    """Where each of a GatewayRouter's attempts is adapted to the deployment it picked.
-
-    LiteLLM 1.106.2's Router awaits ``compact_to_fit(router, deployment, kwargs, surface)`` (a name of
-    ``litellm.router``'s module) with the deployment it picked and the kwargs of the call it is about to make,
-    on every attempt: chat completions (``_acompletion``), Messages and Responses
-    (``_ageneric_api_call_with_fallbacks_helper``), retries and fallback hops alike. Wrapped while a
-    GatewayRouter exists (and put back after the last): the kwargs it returns are adapted for a
-    GatewayRouter's own call in progress, untouched otherwise. LiteLLM's own hook for this
-    (``async_pre_call_deployment_hook``) would have to be a global callback, which makes every LiteLLM call
-    of the process, routed or not, pay LiteLLM's logging (measured ~2 ms of CPU here).
-    """
-
-    def __init__(self) -> None:
-        self.users = 0
-        self.original: Callable[..., Awaitable[Mapping[str, Any]]] | None = None
-
-    def install(self) -> None:
-        if self.users == 0:
-            self.original = vars(router_module)["compact_to_fit"]
-            vars(router_module)["compact_to_fit"] = self.adapted
-        self.users += 1
-
-    def uninstall(self) -> None:
-        self.users -= 1
-        if self.users == 0 and self.original is not None:
-            vars(router_module)["compact_to_fit"] = self.original
-            self.original = None
-
-    async def adapted(
-        self, router: Any, deployment: Mapping[str, Any], payload: Mapping[str, Any], surface: Any
-    ) -> Mapping[str, Any]:
-        assert self.original is not None  # installed
-        found = await self.original(router, deployment, payload, surface)
-        call = CALL.get()
-        if not isinstance(router, GatewayRouter) or call is None or call.router is not router:
-            return found  # another Router's call
-        model = router.deployments.get(str((deployment.get("model_info") or {}).get("id")))
-        if model is None:
-            return found
-        call.tried.append(model)
-        call.litellm_model = str(found.get("model") or model.litellm_model)  # a wildcard's, filled in
-        kwargs = dict(found)
-        call.adapt(model, kwargs)
-        return kwargs
-
-
-# The one wrapper of LiteLLM's function, shared by every GatewayRouter of the process (as the seam is).
-_ATTEMPTS = _AttemptSeam()
-
-
-class _PriceMap:
-    """LiteLLM's price map as it was before a Router registered its deployments in it.
-
-    LiteLLM 1.106.2's Router registers each deployment's model_info under its id and its ``provider/name``,
-    filling every field it has (~165, mostly empty) into the entry: LiteLLM's zero-cost diagnostic then
-    scans that entry after every call of that model, routed or not (~1.6 ms a call, measured), and the
-    entry overrides what ``llm.register_model_info`` kept (a responses-only model's mode). The gateway
-    registers the config's model_info itself, so what the Router added is taken back.
-    """
-
-    def __init__(self, deployments: Sequence[ModelConfig]) -> None:
-        self.keys = set(litellm.model_cost)
-        names = {name for model in deployments for name in (model.litellm_model, model.id)}
-        names |= {model.litellm_model.partition("/")[2] for model in deployments}
-        self.saved = {
-            name: copy.deepcopy(litellm.model_cost[name]) for name in names if name in litellm.model_cost
-        }
-
-    def restore(self) -> None:
-        for added in set(litellm.model_cost) - self.keys:
-            del litellm.model_cost[added]
-        litellm.model_cost.update(self.saved)
-        # What LiteLLM calls after changing its map (register_model, 1.106.2): its lookups are cached
-        # (get_model_info's among them), and would go on answering with what the Router had registered.
-        litellm.utils._invalidate_model_cost_lowercase_map()
-
-
-class GatewayRouter(Router):
-    """LiteLLM's Router, with these changes (verified on litellm 1.106.2):
+class DeploymentRouter(Router):
+    """LiteLLM's Router, with these changes:
 
     - A stream falls back only before anything of it reached the client. LiteLLM's Router also falls back in
       the middle of a stream, continuing the answer with another model (Responses: after content; chat
@@ -189,31 +83,28 @@ class GatewayRouter(Router):
 
     def __init__(self, deployments: Sequence[ModelConfig], **arguments: Any) -> None:
         self.deployments = {model.id: model for model in deployments}
-        self._model_info: dict[tuple[str, str], Any] = {}
-        self._discarded = True  # until the attempt seam is installed: discard has nothing of ours to undo
+        self._model_info: Memo[tuple[str, str], Any] = Memo(MODEL_INFO_KEPT)  # a wildcard's names vary
         if "allowed_fails" in arguments and "allowed_fails_policy" not in arguments:
             arguments["allowed_fails_policy"] = dict.fromkeys(
                 ALLOWED_FAILS_CLASSES, arguments["allowed_fails"]
             )
-        price_map = _PriceMap(deployments)
-        try:
-            super().__init__(
-                model_list=[
-                    {
-                        "model_name": model.name,
-                        "litellm_params": dict(model.params),
-                        "model_info": {**model.info, "id": model.id},
-                    }
-                    for model in deployments
-                ],
-                **arguments,
-            )
-        except Exception:
-            with contextlib.suppress(Exception):  # whatever it registered before it failed
-                super().discard()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
-            raise
-        finally:
-            price_map.restore()
+        with pricing.kept_price_map(deployments):
+            try:
+                super().__init__(
+                    model_list=[
+                        {
+                            "model_name": model.name,
+                            "litellm_params": dict(model.params),
+                            "model_info": {**model.info, "id": model.id},
+                        }
+                        for model in deployments
+                    ],
+                    **arguments,
+                )
+            except Exception:
+                with contextlib.suppress(Exception):  # whatever it registered before it failed
+                    super().discard()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
+                raise
         for selector in self._selectors():
             if not any(callback is selector for callback in litellm.callbacks):
                 litellm.callbacks.append(selector)
@@ -222,25 +113,18 @@ class GatewayRouter(Router):
             ):
                 litellm.input_callback.append(selector)
         self.on_cooldown: Callable[[ModelConfig], None] = lambda model: None
-        add = self.cooldown_cache.add_deployment_to_cooldown
-
-        def counted(model_id: str, *args: Any, **kwargs: Any) -> Any:
-            result = add(model_id, *args, **kwargs)
-            model = self.deployments.get(model_id)
-            if model is not None:
-                log.warning("deployment_cooldown", model=model.name, deployment=model.id, where=model.where)
-                self.on_cooldown(model)
-            return result
-
-        # The Router's one way into cooldown (router_utils/cooldown_handlers.py), counted per instance:
-        # LiteLLM's cooldown event reaches only a global Prometheus logger of its own.
-        self.cooldown_cache.add_deployment_to_cooldown = counted  # type: ignore[method-assign]
+        patches.count_cooldowns(self, self._cooled)
         # LiteLLM's Router registers its success and failure bookkeeping (success counts, usage, cooldowns)
         # in LiteLLM's global callback lists, which would make every LiteLLM call of the process pay
         # LiteLLM's logging: they are taken out, and handed to this Router's own calls (``callbacks``).
         self._remove_from_lists({id(callback) for callback in self._own_callbacks()})
-        _ATTEMPTS.install()
         self._discarded = False
+
+    def _cooled(self, model_id: str) -> None:
+        model = self.deployments.get(model_id)
+        if model is not None:
+            log.warning("deployment_cooldown", model=model.name, deployment=model.id, where=model.where)
+            self.on_cooldown(model)
 
     async def async_function_with_fallbacks_common_utils(
         self, e: Exception, *args: Any, **kwargs: Any
@@ -262,20 +146,15 @@ class GatewayRouter(Router):
         model_id = id if id is not None else ((deployment or {}).get("model_info") or {}).get("id")
         if model_id is None:
             return super().get_router_model_info(deployment, received_model_name, id)
-        key = (str(model_id), received_model_name)
-        found = self._model_info.get(key)
-        if found is None:
-            found = super().get_router_model_info(deployment, received_model_name, id)
-            if found is None:
-                return None
-            if len(self._model_info) >= MODEL_INFO_KEPT:  # a wildcard asked under many names
-                self._model_info.clear()
-            self._model_info[key] = found
-        return dict(found)
+        ask = super().get_router_model_info
+        found = self._model_info.get(
+            (str(model_id), received_model_name), lambda _: ask(deployment, received_model_name, id)
+        )
+        return None if found is None else dict(found)
 
     def replay_model_cost_registrations(self) -> None:
         """Not again: LiteLLM replays every live Router's price-map registrations when its map is
-        refreshed (``register_model`` among others), which would undo ``_PriceMap``'s restoring."""
+        refreshed (``register_model`` among others), which would undo ``pricing.kept_price_map``."""
 
     def callbacks(self) -> dict[str, list[Any]]:
         """The per-call callbacks of a call through this Router: its bookkeeping, which LiteLLM runs for
@@ -318,13 +197,11 @@ class GatewayRouter(Router):
     def discard(self) -> None:
         """Out of LiteLLM's global callback lists: its own bound methods (LiteLLM's discard), and the objects
         it put in ``litellm.callbacks`` (its strategy selector), which LiteLLM's first call
-        after copies into every other list (``function_setup``, 1.106.2)."""
+        after copies into every other list (``function_setup``)."""
         self._unregister_router_selectors(self._selectors())
         self._remove_from_lists({id(selector) for selector in self._selectors()})
         super().discard()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
-        if not self._discarded:
-            self._discarded = True
-            _ATTEMPTS.uninstall()
+        self._discarded = True
 
 
 def routed_groups(settings: Settings) -> frozenset[str]:
@@ -354,7 +231,7 @@ def with_alternatives(settings: Settings) -> frozenset[str]:
     )
 
 
-def build(settings: Settings) -> GatewayRouter | None:
+def build(settings: Settings) -> DeploymentRouter | None:
     """The Router over every enabled deployment (fallback targets included), or None when no group needs
     one. LiteLLM's own validation of the arguments surfaces as ValueError/TypeError."""
     if not routed_groups(settings):
@@ -362,10 +239,10 @@ def build(settings: Settings) -> GatewayRouter | None:
     arguments = dict(settings.router)
     arguments.setdefault("num_retries", settings.litellm.num_retries)
     arguments.setdefault("timeout", settings.litellm.request_timeout)
-    return GatewayRouter([model for model in settings.models if model.enabled], **arguments)
+    return DeploymentRouter([model for model in settings.models if model.enabled], **arguments)
 
 
-def cooldown_rows(router: GatewayRouter | None) -> list[Mapping[str, Any]]:
+def cooldown_rows(router: DeploymentRouter | None) -> list[Mapping[str, Any]]:
     """/health's view of the deployments in cooldown."""
     if router is None:
         return []

@@ -12,7 +12,6 @@ import email.utils
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import aiohttp
@@ -20,9 +19,10 @@ import httpx
 import structlog
 from yarl import URL
 
-from aiohttp_memproxy import usage
-from aiohttp_memproxy.egress import Egress
-from aiohttp_memproxy.metrics import Metrics
+from aiohttp_memproxy.dialects.openai_chat import ChatUsageTap
+from aiohttp_memproxy.outbound.call import CALL
+from aiohttp_memproxy.outbound.egress import Egress
+from aiohttp_memproxy.usage.metrics import Metrics
 
 log = structlog.get_logger()
 
@@ -32,7 +32,7 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # A host as a client may be told it: a name or an address, nothing else of the upstream's Location.
 SHOWABLE_HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
 # Added to every response handed to httpx: LiteLLM re-raises some upstream statuses as 500 but keeps the
-# response headers, so llm.py can still tell the client the upstream's own status.
+# response headers, so llm.errors can still tell the client the upstream's own status.
 UPSTREAM_STATUS_HEADER = "x-memproxy-upstream-status"
 
 # Most specific first: the first row whose class matches wins.
@@ -48,26 +48,6 @@ EXCEPTION_TABLE: tuple[tuple[type[BaseException], type[httpx.TransportError]], .
     (aiohttp.ClientOSError, httpx.NetworkError),
     (aiohttp.ClientError, httpx.NetworkError),
 )
-
-
-@dataclass
-class Outbound:
-    """What one gateway call sent upstream: an error says where it happened (the gateway, or the upstream)."""
-
-    attempts: int = 0  # requests that tried to leave, whether or not they connected
-    # Wait out a 429/503 and send again (Retry-After, backoff)? Not when LiteLLM's Router has another
-    # deployment or a fallback to go to: it moves on at once (as its own retries do when another deployment
-    # is healthy), and the throttled deployment's Retry-After becomes its cooldown.
-    backoff: bool = True
-    # A chat stream's usage, read where the transport took its usage chunk out (TAKE_USAGE_HEADER).
-    stream_usage: usage.Tokens | None = None
-
-
-# Set by llm on a chat stream whose usage it asked the upstream for and the client did not: the usage-only
-# chunk is taken out of the answer's bytes here, and read (usage.ChatUsageTap). Never sent upstream.
-TAKE_USAGE_HEADER = "x-memproxy-take-usage"
-# Set by llm for each call; None outside one (forward mode, the probe's own requests).
-OUTBOUND: ContextVar[Outbound | None] = ContextVar("memproxy_outbound", default=None)
 
 
 class CertificateError(httpx.ConnectError):
@@ -142,7 +122,7 @@ class _ResponseStream(httpx.AsyncByteStream):
     is a leaked socket (and a ResourceWarning)."""
 
     def __init__(
-        self, response: aiohttp.ClientResponse, request: httpx.Request, tap: usage.ChatUsageTap | None = None
+        self, response: aiohttp.ClientResponse, request: httpx.Request, tap: ChatUsageTap | None = None
     ) -> None:
         self._response = response
         self._request = request
@@ -194,19 +174,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             body = _iter_request(request)
             replayable = False
         attempts, immediate_used, backoffs = 0, False, 0
-        outbound = OUTBOUND.get()
-        take_usage = request.headers.pop(TAKE_USAGE_HEADER, None) is not None
+        call = CALL.get()  # None outside a gateway call (forward mode)
         while True:
             attempts += 1
-            if outbound is not None:
-                outbound.attempts += 1
+            if call is not None:
+                call.outcome.attempts += 1
             response = await self._send(request, body)
             self._metrics.upstream_attempts.inc()
             if response.status in REDIRECT_STATUSES:
                 self._refuse_redirect(response, request)
-            # The gateway call's total (the Router's retries and fallbacks included), else this request's.
+            # For the log line: the gateway call's total (the Router's retries and fallbacks included), else
+            # this request's.
             structlog.contextvars.bind_contextvars(
-                attempts=outbound.attempts if outbound is not None else attempts
+                attempts=call.outcome.attempts if call is not None else attempts
             )
             if response.status not in RETRY_STATUSES or not replayable:
                 break
@@ -217,7 +197,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 log.info("upstream_challenge", status=response.status, sets_cookie=sets_cookie)
             if sets_cookie and not immediate_used:
                 immediate_used, delay = True, 0.0  # the jar now has what the gate asked for
-            elif backoffs < self._retry.attempts and (outbound is None or outbound.backoff):
+            elif backoffs < self._retry.attempts and (call is None or call.backoff):
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 if retry_after is not None and retry_after > self._retry.retry_after_max_s:
                     break  # longer than we may wait: the client gets the 429/503 and its Retry-After
@@ -230,9 +210,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response.release()
             await asyncio.sleep(delay)
         tap = None
-        if take_usage and outbound is not None and response.status == 200:
-            tap = usage.ChatUsageTap()
-            outbound.stream_usage = tap.tokens
+        if call is not None and call.take_usage and response.status == 200:
+            tap = ChatUsageTap()
+            call.stream_usage = tap.tokens
         return httpx.Response(
             status_code=response.status,
             headers=[
@@ -291,7 +271,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return aiohttp.ClientTimeout(total=None, connect=base.connect, sock_read=read)
 
     async def aclose(self) -> None:
-        """The session is borrowed: its owner (upstream.py's cleanup context) closes it."""
+        """The session is borrowed: its owner (``outbound.session``'s cleanup context) closes it."""
 
 
 async def _iter_request(request: httpx.Request) -> AsyncIterator[bytes]:

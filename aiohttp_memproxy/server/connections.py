@@ -26,7 +26,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from aiohttp_memproxy.metrics import Metrics
+from aiohttp_memproxy.usage.metrics import Metrics
 
 log = structlog.get_logger()
 

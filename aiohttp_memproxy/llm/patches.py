@@ -1,21 +1,32 @@
-"""The seam that gives LiteLLM our transport: every HTTP client LiteLLM builds for itself sends through the
-gateway's one aiohttp session and cookie jar.
+"""Every change the gateway makes to LiteLLM, in one place: what it replaces, why, and one installer.
 
-LiteLLM builds its clients in two factories, both looked up at call time (verified on litellm 1.106.2):
-``AsyncHTTPHandler.create_client`` / ``AsyncHTTPHandler.create_async_transport``
-(``llms/custom_httpx/http_handler.py``: every base_llm_http_handler, Anthropic, Gemini, Bedrock, Ollama,
-Cohere and Responses path) and ``BaseOpenAILLM._get_async_http_client`` (``llms/openai/common_utils.py``:
-the OpenAI-SDK and Azure paths, including the Responses bridge). Both are replaced while a gateway runs, so
-they hand out ``Dispatch``: a transport that sends each request through the transport of the gateway call in
-progress (a ContextVar the calls in ``llm`` set). A client LiteLLM caches (``in_memory_llm_clients_cache``,
-1 h) therefore stays valid across apps, reloads and event loops: it holds no connection of its own.
+Each statement about LiteLLM's internals in the ``llm`` package is verified on ``VERIFIED_ON``; ``install``
+checks that the internals it replaces are where they were, and refuses to start the gateway when they are not
+(``SeamError``: a loud failure, never a silent cookie-less gateway).
 
-A request that reaches ``Dispatch`` outside a gateway call is refused and counted (``escapes``): the tests'
-tripwire. ``install`` checks that LiteLLM's internals are where this module expects them and that the
-factories, once replaced, really hand out ``Dispatch``; if not it raises ``SeamError`` and the gateway does
-not start (a loud failure, never a silent cookie-less gateway).
+Process-wide settings (``configure``, at import): LiteLLM's own switches the gateway needs on every call.
 
-This module and ``llm`` are the only ones that touch LiteLLM.
+Replaced while a gateway app runs (``installed``, reference-counted: LiteLLM's classes are process-wide, so
+the first app installs and the last one puts LiteLLM back as it was):
+
+- LiteLLM's two HTTP client factories, both looked up at call time: ``AsyncHTTPHandler.create_client`` /
+  ``create_async_transport`` (``llms/custom_httpx/http_handler.py``: every base_llm_http_handler, Anthropic,
+  Gemini, Bedrock, Ollama, Cohere and Responses path) and ``BaseOpenAILLM._get_async_http_client``
+  (``llms/openai/common_utils.py``: the OpenAI-SDK and Azure paths, the Responses bridge included). They hand
+  out ``Dispatch``, a transport that sends each request through the transport of the gateway call in
+  progress (``outbound.call``). A client LiteLLM caches (``in_memory_llm_clients_cache``, 1 h) therefore stays
+  valid across apps, reloads and event loops: it holds no connection of its own. A request that reaches
+  ``Dispatch`` outside a gateway call is refused and counted (``escapes``): the tests' tripwire.
+- ``litellm.router.compact_to_fit``, which LiteLLM's Router awaits on every attempt (chat completions'
+  ``_acompletion``; Messages and Responses in ``_ageneric_api_call_with_fallbacks_helper``; retries and
+  fallback hops alike) with the deployment it picked and the kwargs it is about to send: wrapped, so that a
+  gateway call's attempt is adapted to its deployment (``Call.adapt``); another Router's passes untouched.
+  LiteLLM's own hook for this (``async_pre_call_deployment_hook``) would have to be a global callback, which
+  makes every LiteLLM call of the process pay LiteLLM's logging (~2 ms of CPU a call).
+
+And, for one Router at a time: ``count_cooldowns`` wraps its ``cooldown_cache`` method (the Router's one way
+into cooldown), and ``forget_price_lookups`` calls the private function LiteLLM calls after changing its price
+map.
 """
 
 from __future__ import annotations
@@ -25,19 +36,27 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at import
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 import httpx
+import litellm
 import structlog
 from aiohttp import web
+from litellm import router as router_module
+from litellm.llms.custom_httpx import http_handler
+from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, blocked_cookie_jar
+from litellm.llms.openai.common_utils import BaseOpenAILLM
+
+from aiohttp_memproxy import logs
+from aiohttp_memproxy.outbound.call import CALL
 
 log = structlog.get_logger()
 
 VERIFIED_ON = "1.106.2"
+LITELLM_VERSION = metadata.version("litellm")
 SELF_CHECK_PROVIDER = "memproxy-seam-self-check"
 # Clients LiteLLM keeps as module attributes, outside its client cache (built by the factories on first use).
 MODULE_CLIENTS = ("module_level_aclient", "module_level_client")
@@ -46,9 +65,29 @@ MISSING = object()
 # LiteLLM's routes (its rust_bridge catalog's names) that this gateway calls.
 ROUTES_USED = frozenset({"chat_completions", "messages", "responses", "token_counter", "tokenizer"})
 
-# The transport of the gateway call in progress; set by llm.LLMClients before it calls LiteLLM, and kept by
-# the task (so a stream read later in the same handler still has it).
-CURRENT: ContextVar[httpx.AsyncBaseTransport | None] = ContextVar("memproxy_transport", default=None)
+
+def configure() -> None:
+    """LiteLLM's process-wide switches, as every gateway call needs them."""
+    logs.adopt_library_loggers()
+    # LiteLLM prints a "Give Feedback" banner to stdout on every exception: our log line says what happened.
+    litellm.suppress_debug_info = True
+    # /v1/messages to an OpenAI upstream: translated to chat completions (what OpenAI-compatible servers
+    # speak), not to the Responses API that LiteLLM picks for openai/ by default.
+    litellm.use_chat_completions_url_for_anthropic_messages = True
+    # LiteLLM submits every stream chunk to a thread pool for its success callbacks; the gateway registers
+    # none (its own log line and metrics say what happened), so that is CPU and GIL time for nothing.
+    litellm.disable_streaming_logging = True
+    # Token counting for some models (groq/, together_ai/ llama) would download a HuggingFace tokenizer on
+    # the request path (retrying ~23 s offline); LiteLLM's own offline switch makes it use its bundled
+    # tiktoken.
+    litellm.disable_hf_tokenizer_download = True
+    # Messages to gemini/: LiteLLM would turn Claude Code's cache_control into a call to Gemini's
+    # context-caching API (creating cached content, another endpoint) before the request; Gemini caches
+    # prefixes implicitly.
+    litellm.disable_anthropic_gemini_context_caching_transform = True
+
+
+configure()
 
 
 class SeamError(RuntimeError):
@@ -62,12 +101,12 @@ class Dispatch(httpx.AsyncBaseTransport):
         self._seam = seam
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        transport = CURRENT.get()
-        if transport is None:
+        call = CALL.get()
+        if call is None:
             self._seam.escapes += 1
             log.error("litellm_request_outside_gateway_call", host=request.url.host)
             raise httpx.ConnectError("refused: a LiteLLM request outside a gateway call", request=request)
-        return await transport.handle_async_request(request)
+        return await call.transport.handle_async_request(request)
 
     async def aclose(self) -> None:
         """Holds nothing: the transports it dispatches to are owned by their apps."""
@@ -77,13 +116,12 @@ class Dispatch(httpx.AsyncBaseTransport):
 class _Installed:
     """What was replaced, to put it back when the last app goes."""
 
-    originals: dict[tuple[type, str], Any] = field(default_factory=dict)
+    originals: dict[tuple[Any, str], Any] = field(default_factory=dict)
     users: int = 0
     escapes: int = 0
 
 
-# LiteLLM's classes are process-wide, so the seam is too: installed by the first app, counted per app, and
-# LiteLLM put back as it was when the last app goes. Nothing app-specific lives here (that is CURRENT's job).
+# Process-wide, as LiteLLM's classes are. Nothing app-specific lives here (that is the call's).
 _SEAM = _Installed()
 
 
@@ -94,12 +132,6 @@ def escapes() -> int:
 
 def _targets() -> tuple[type, type, Any]:
     """LiteLLM's two factory owners and its client cache, or SeamError naming what moved."""
-    try:
-        import litellm
-        from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
-        from litellm.llms.openai.common_utils import BaseOpenAILLM
-    except ImportError as exc:
-        raise SeamError(_moved(f"cannot import {exc.name}")) from exc
     missing = [
         f"{owner.__name__}.{name}"
         for owner, name in (
@@ -120,7 +152,7 @@ def _targets() -> tuple[type, type, Any]:
 
 def _moved(what: str) -> str:
     return (
-        f"LiteLLM {metadata.version('litellm')}'s HTTP client factories are not as verified on "
+        f"LiteLLM {LITELLM_VERSION}'s HTTP client factories are not as verified on "
         f"{VERIFIED_ON} ({what}): refusing to start a gateway whose upstream calls would not keep cookies"
     )
 
@@ -138,7 +170,7 @@ def _python_paths_only() -> None:
         rust(False)
         providers = [
             None,
-            *(str(getattr(p, "value", p)) for p in getattr(litellm_module(), "provider_list", [])),
+            *(str(getattr(p, "value", p)) for p in getattr(litellm, "provider_list", [])),
         ]
         native = sorted(
             {
@@ -158,17 +190,28 @@ def _python_paths_only() -> None:
         )
 
 
-def litellm_module() -> Any:
-    import litellm
-
-    return litellm
+async def _adapted_attempt(
+    router: Any, deployment: Mapping[str, Any], payload: Mapping[str, Any], surface: Any
+) -> Mapping[str, Any]:
+    """LiteLLM's ``compact_to_fit``, then the attempt made right for the deployment the Router picked, if it
+    is the gateway call's own Router."""
+    original: Callable[..., Awaitable[Mapping[str, Any]]] = _SEAM.originals[(router_module, "compact_to_fit")]
+    found = await original(router, deployment, payload, surface)
+    call = CALL.get()
+    if call is None or call.adapt is None or call.router is not router:
+        return found  # another Router's call
+    model = router.deployments.get(str((deployment.get("model_info") or {}).get("id")))
+    if model is None:
+        return found
+    call.tried.append(model)
+    call.litellm_model = str(found.get("model") or model.litellm_model)  # a wildcard's, filled in
+    kwargs = dict(found)
+    call.adapt(model, kwargs)
+    return kwargs
 
 
 def _install() -> None:
-    from litellm.llms.custom_httpx.http_handler import blocked_cookie_jar
-
     handler_cls, openai_cls, cache = _targets()
-    litellm = litellm_module()
     _python_paths_only()
     dispatch = Dispatch(_SEAM)
     original_create_client = handler_cls.create_client  # type: ignore[attr-defined]
@@ -197,11 +240,12 @@ def _install() -> None:
             cookies=blocked_cookie_jar(),
         )
 
-    replacements: list[tuple[type, str, Any]] = [
+    replacements: list[tuple[Any, str, Any]] = [
         (handler_cls, "create_client", create_client),
         (handler_cls, "create_async_transport", staticmethod(create_async_transport)),
         (handler_cls, "_create_async_transport", staticmethod(create_async_transport)),
         (openai_cls, "_get_async_http_client", staticmethod(get_async_http_client)),
+        (router_module, "compact_to_fit", _adapted_attempt),
     ]
     try:
         for owner, name, replacement in replacements:
@@ -219,9 +263,8 @@ def _install() -> None:
 
 def _self_check(dispatch: Dispatch, handler_cls: type, openai_cls: type, cache: Any) -> None:
     """The factories, called as LiteLLM calls them, must hand out Dispatch."""
-    from litellm.llms.custom_httpx.http_handler import get_async_httpx_client
-
-    handler = get_async_httpx_client(llm_provider=SELF_CHECK_PROVIDER)
+    # Looked up at call time, as LiteLLM's modules call it.
+    handler = http_handler.get_async_httpx_client(llm_provider=SELF_CHECK_PROVIDER)
     openai_http = openai_cls._get_async_http_client()  # type: ignore[attr-defined]
     found = {
         "get_async_httpx_client": getattr(getattr(handler, "client", None), "_transport", None),
@@ -248,12 +291,12 @@ def _uninstall() -> None:
         else:
             setattr(owner, name, original)
     _SEAM.originals.clear()
-    with contextlib.suppress(SeamError, ImportError):
+    with contextlib.suppress(ImportError):
         from litellm.rust_bridge.configuration import reset_rust_configuration
 
         reset_rust_configuration()
     with contextlib.suppress(SeamError):
-        _forget_clients(_targets()[2], litellm_module())  # clients holding Dispatch must not outlive the seam
+        _forget_clients(_targets()[2], litellm)  # clients holding Dispatch must not outlive the seam
 
 
 @contextlib.contextmanager
@@ -271,7 +314,29 @@ def installed() -> Iterator[None]:
 
 
 async def seam(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: LiteLLM's factories hand out our transport while this app runs."""
+    """Cleanup context: LiteLLM hands out our transport, and adapts the Router's attempts, while this app
+    runs."""
     with installed():
-        log.debug("litellm_seam_installed", litellm=metadata.version("litellm"), verified_on=VERIFIED_ON)
+        log.debug("litellm_seam_installed", litellm=LITELLM_VERSION, verified_on=VERIFIED_ON)
         yield
+
+
+def count_cooldowns(router: Any, counted: Callable[[str], None]) -> None:
+    """``counted(deployment_id)`` each time ``router`` puts a deployment in cooldown: its
+    ``cooldown_cache.add_deployment_to_cooldown`` is the Router's one way in
+    (``router_utils/cooldown_handlers.py``), and LiteLLM's cooldown event reaches only a global Prometheus
+    logger of its own."""
+    add = router.cooldown_cache.add_deployment_to_cooldown
+
+    def counting(model_id: str, *args: Any, **kwargs: Any) -> Any:
+        result = add(model_id, *args, **kwargs)
+        counted(model_id)
+        return result
+
+    router.cooldown_cache.add_deployment_to_cooldown = counting
+
+
+def forget_price_lookups() -> None:
+    """What LiteLLM calls after changing its price map (``register_model``): its lookups are cached
+    (``get_model_info``'s among them) and would go on answering from the map as it was."""
+    litellm.utils._invalidate_model_cost_lowercase_map()

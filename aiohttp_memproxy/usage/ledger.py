@@ -17,29 +17,29 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import structlog
 from aiohttp import web
 
-from aiohttp_memproxy import statedir, usage
-from aiohttp_memproxy.keys import LEDGER, METRICS, RUNTIME, SETTINGS, USAGE
-from aiohttp_memproxy.metrics import Metrics
+from aiohttp_memproxy import statedir
+from aiohttp_memproxy.keys import LEDGER, METRICS, OUTCOME, SETTINGS
+from aiohttp_memproxy.llm import pricing
+from aiohttp_memproxy.usage.clients import client_family
+from aiohttp_memproxy.usage.metrics import Metrics
+from aiohttp_memproxy.usage.outcome import Outcome
 
 log = structlog.get_logger()
 
 FILE_NAME = "usage.sqlite3"
 # What SQLite keeps beside the file: read with it, so trusted with it.
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
-# How often the writer writes. Once a second cost the event loop's thread ~0.2-0.3 ms of CPU a request under
-# load (make bench and A/B runs, 2026-12-03), though the writer's own work is ~0.03 ms a row. Most likely the
-# GIL: CPython's sqlite3 releases and retakes it around every SQLite call, a flush took its thread ~7 ms of
-# wall time for ~1 ms of CPU (waiting for it), and the loop's thread switched ~6 times more a flush. Every
-# 5 s, each batch in one INSERT (below), the loop's thread paid ~0.04 ms a request in the same A/B runs. A
-# stop writes what waits; a crash loses at most these seconds of rows. (LiteLLM's proxy writes its spend
-# logs every 10-15 s: PROXY_BATCH_WRITE_AT in litellm/constants.py, 1.106.2.)
+# How often the writer writes: each flush makes the event loop's thread wait for the GIL (CPython's sqlite3
+# releases and retakes it around every SQLite call), so a few large batches cost a request less than many
+# small ones (docs/performance.md). A stop writes what waits; a crash loses at most these seconds of rows.
+# (LiteLLM's proxy writes its spend logs every 10-15 s: PROXY_BATCH_WRITE_AT in litellm/constants.py.)
 FLUSH_INTERVAL_S = 5.0
 # Rows that wake the writer before its interval is up: a busy gateway's batches stay this size.
 FLUSH_ROWS = 1_000
@@ -51,8 +51,8 @@ BUSY_TIMEOUT_S = 0.2  # a locked database is a failed write, retried later: neve
 
 
 class Row(NamedTuple):
-    """A ledger row. A tuple: made in ~1 us on every model request (a frozen dataclass took ~10), and its
-    values go to SQLite as they are."""
+    """A ledger row. A tuple: cheap to make on every model request, and its values go to SQLite as they
+    are."""
 
     ts: float  # epoch seconds, when the request arrived
     request_id: str
@@ -90,44 +90,42 @@ ONE_ROW = f"({', '.join('?' * len(COLUMNS))})"
 
 
 class Entry(NamedTuple):
-    """What a finished model request leaves for its row, taken as it is (a tuple: a few us): the row, its
-    counters, its usage read and its price are made with the writer's next batch (``Ledger.settle``). On
-    the request's path that work took ~60-80 us of CPU, LiteLLM's cost function ~0.34 ms more (a gateway
-    under load, timed per function, 2026-12-03); in a batch, the same code run many times in a row, about
-    half (its cache stays warm), and never in a request's time."""
+    """What a finished model request leaves for its row, taken as it is (a tuple): the row, its counters,
+    its usage read and its price are made with the writer's next batch (``Ledger.settle``), never in a
+    request's time (LiteLLM's cost function is the dearest part, and cheaper run many times in a row)."""
 
     arrived: float  # epoch seconds
     elapsed_s: float
     status: int
-    bound: Mapping[str, Any]  # the canonical log line's context: who, where and how
     user_agent: str | None
-    record: usage.Record
-    price: Callable[[usage.Record], float | None]  # LiteLLM's price of the record's usage (llm.cost)
+    outcome: Outcome
+    price: Callable[[Outcome], float | None]  # LiteLLM's price of the outcome's usage (llm.pricing.cost)
 
 
 def row_of(entry: Entry) -> Row:
-    bound, record = entry.bound, entry.record
-    tokens = record.settled()
+    outcome = entry.outcome
+    tokens = outcome.settled()
     latency_ms = round(entry.elapsed_s * 1000, 1)
+    first_byte_s = outcome.first_byte_s
     return Row(
         ts=entry.arrived,
-        request_id=str(bound.get("request_id", "")),
-        route=str(bound.get("route", "")),
-        user_id=str(bound.get("user_id", "")),
-        client=usage.client_family(entry.user_agent),
-        model=str(bound.get("model", "")),
-        deployment=str(bound.get("deployment", "")),
+        request_id=outcome.request_id,
+        route=outcome.route,
+        user_id=outcome.user_id,
+        client=client_family(entry.user_agent),
+        model=outcome.model,
+        deployment=outcome.deployment,
         status=entry.status,
-        attempts=int(bound.get("attempts", 0)),  # the call's total (transport.py binds it)
-        fallback=bool(bound.get("fallback", False)),
+        attempts=outcome.attempts,
+        fallback=outcome.fallback,
         latency_ms=latency_ms,
-        first_byte_ms=round(record.first_byte_s * 1000, 1) if record.first_byte_s is not None else latency_ms,
+        first_byte_ms=round(first_byte_s * 1000, 1) if first_byte_s is not None else latency_ms,
         input_tokens=tokens.input,
         output_tokens=tokens.output,
         cache_read_tokens=tokens.cache_read,
         cache_write_tokens=tokens.cache_write,
         reasoning_tokens=tokens.reasoning,
-        cost_usd=entry.price(record),
+        cost_usd=entry.price(outcome),
     )
 
 
@@ -344,16 +342,16 @@ async def ledger(app: web.Application) -> AsyncIterator[None]:
     None with ``memproxy.usage_ledger: false``: no row, no usage asked of an upstream for it, no token
     metrics (the process's setting: it changes at a restart)."""
     settings = app[SETTINGS]
-    if not settings.proxy.usage_ledger:
+    if not settings.gateway.usage_ledger:
         log.info("usage_ledger_off")
         yield
         return
-    assert settings.proxy.state_dir is not None  # settings fill it in
-    path = settings.proxy.state_dir / FILE_NAME
+    assert settings.gateway.state_dir is not None  # settings fill it in
+    path = settings.gateway.state_dir / FILE_NAME
     statedir.trust(
         path, SQLITE_COMPANIONS
     )  # a planted ledger (or its journal) is set aside: a new one starts
-    book = Ledger(path, settings.proxy.usage_retention_days, app[METRICS])
+    book = Ledger(path, settings.gateway.usage_retention_days, app[METRICS])
     app[LEDGER] = book
     writer = asyncio.create_task(book.run())
     try:
@@ -364,14 +362,13 @@ async def ledger(app: web.Application) -> AsyncIterator[None]:
         await book.aclose()
 
 
-def record_request(request: web.Request, status: int, elapsed_s: float, bound: Mapping[str, Any]) -> None:
-    """A finished model request (one whose route set a usage.Record) for the ledger: its row, and its usage
-    in /metrics, are made with the next batch. Called with the canonical log line, whose context (``bound``:
-    who, where and how) is the row's."""
-    record = request.get(USAGE)
+def record_request(request: web.Request, status: int, elapsed_s: float) -> None:
+    """A finished model request (its outcome ``metered``) for the ledger: its row, and its usage in
+    /metrics, are made with the next batch. Called with the canonical log line."""
+    outcome = request.get(OUTCOME)
     book = request.app.get(LEDGER)
-    if record is None or book is None:
+    if outcome is None or not outcome.metered or book is None:
         return
     arrived = time.time() - elapsed_s
     user_agent = request.headers.get("User-Agent")
-    book.take(Entry(arrived, elapsed_s, status, bound, user_agent, record, request[RUNTIME].llm.cost))
+    book.take(Entry(arrived, elapsed_s, status, user_agent, outcome, pricing.cost))

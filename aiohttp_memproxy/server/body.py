@@ -1,4 +1,5 @@
-"""A request body as JSON, its nesting bounded before anything costly walks it.
+"""A model request's body: JSON, its nesting bounded before anything costly walks it, its required fields
+there, and the whole checked against the route's SDK type.
 
 Python's parser recurses per level (a body nested past its recursion limit raised RecursionError, a 500),
 and what reads a body after it (the SDK types' validation, LiteLLM's translation and token counting) walks
@@ -12,6 +13,7 @@ import json
 from typing import Any
 
 from aiohttp_memproxy.errors import InvalidRequest
+from aiohttp_memproxy.server import schemas
 
 MAX_DEPTH = 64
 TOO_DEEP = (
@@ -46,3 +48,32 @@ def parse(raw: bytes) -> Any:
     if deeper_than(value, MAX_DEPTH):
         raise InvalidRequest(TOO_DEEP, code="json_too_deep")
     return value
+
+
+# A body larger than this is checked in a worker thread: parsing and validating a body of megabytes (Claude
+# Code's long sessions) takes tens of milliseconds, up to seconds at the size limit, that the event loop and
+# every stream on it would otherwise wait for. A smaller one costs less than the thread's hand-off.
+INLINE_CHECK_BYTES = 256 * 1024
+
+
+def checked_body(route: schemas.Route, raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object (nested no deeper than MAX_DEPTH), its required fields
+    there, and the whole checked against the route's SDK type; InvalidRequest naming the field if not."""
+    body = parse(raw)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    _require(body, "model", str, "a non-empty string")
+    if route == "responses":  # a string, or a list of input items
+        _require(body, "input", (str, list), "a non-empty string or array")
+    else:
+        _require(body, "messages", list, "a non-empty array")
+    schemas.validate(route, body)
+    return body
+
+
+def _require(body: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> None:
+    value = body.get(name)
+    if value is None:
+        raise InvalidRequest(f"{name} is required", param=name)
+    if not isinstance(value, kind) or not value:
+        raise InvalidRequest(f"{name} must be {what}", param=name)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from aiohttp_memproxy.ledger import Row
+from aiohttp_memproxy.usage.ledger import Row
 
 GroupBy = Literal["day", "client", "user", "model", "deployment"]
 GROUPINGS: tuple[GroupBy, ...] = ("day", "client", "user", "model", "deployment")

@@ -8,18 +8,21 @@ headers. Nothing here imports LiteLLM.
 
 from __future__ import annotations
 
-import asyncio
 import re
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 import structlog
 from aiohttp import web
 
-from aiohttp_memproxy import errors, json_body
-from aiohttp_memproxy.keys import RUNTIME, SETTINGS, TRANSPORT
-from aiohttp_memproxy.middlewares import KEY_HEADERS
-from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, UpstreamRedirect
+from aiohttp_memproxy import errors
+from aiohttp_memproxy.keys import OUTCOME, RUNTIME, SETTINGS, TRANSPORT
+from aiohttp_memproxy.outbound.transport import UPSTREAM_STATUS_HEADER, UpstreamRedirect
+from aiohttp_memproxy.resolve.memory import memory_headers
+from aiohttp_memproxy.server import body as json_body
+from aiohttp_memproxy.server import stream
+from aiohttp_memproxy.server.middlewares import KEY_HEADERS
 
 log = structlog.get_logger()
 
@@ -62,13 +65,14 @@ def _model_of(body: bytes) -> str | None:
 def _upstream_headers(request: web.Request, body: bytes) -> dict[str, str]:
     runtime = request[RUNTIME]
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | CREDENTIALS}
-    key = request.app[SETTINGS].proxy.upstream_key
+    key = request.app[SETTINGS].gateway.upstream_key
     if key:
         # Where the client put its key, ours goes; else the Bearer a LiteLLM proxy expects.
         sent = [name for name in CREDENTIALS if name in request.headers] or ["authorization"]
         for name in sent:
             headers[name] = f"Bearer {key}" if name == "authorization" else key
-    decision = runtime.router.decide(request.headers)
+    decision = runtime.memory.decide(request.headers)
+    request[OUTCOME].user_id = decision.user_id
     structlog.contextvars.bind_contextvars(user_id=decision.user_id)
     model_name = _model_of(body) if body else None
     if model_name is not None:
@@ -76,8 +80,9 @@ def _upstream_headers(request: web.Request, body: bytes) -> dict[str, str]:
             resolved = runtime.models.resolve(model_name)
         except errors.ProxyError:
             return headers  # not ours to judge: the upstream answers for unknown models
+        request[OUTCOME].model = resolved.config.name
         structlog.contextvars.bind_contextvars(model=resolved.config.name)
-        headers.update(runtime.router.memory_headers(resolved.config, decision))
+        headers.update(memory_headers(resolved.config, decision))
     return headers
 
 
@@ -99,7 +104,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
             "path: a '.' or '..' segment, or an encoded '/', '\\' or '.', is not forwarded", param="path"
         )
     body = await request.read()
-    base = request.app[SETTINGS].proxy.upstream
+    base = request.app[SETTINGS].gateway.upstream
     assert base is not None  # settings validation: forward mode has an upstream
     # As the client encoded it: decoding would turn an encoded '?' or '#' into the URL's own.
     url = httpx.URL(base + request.raw_path)
@@ -121,21 +126,19 @@ async def forward(request: web.Request) -> web.StreamResponse:
     }
     answer = web.StreamResponse(status=response.status_code, headers=headers)
     try:
-        await answer.prepare(request)
-        async for chunk in response.aiter_raw():
-            await answer.write(chunk)
-        await answer.write_eof()
-    except ConnectionResetError:
-        log.info("client_disconnected")
-    except asyncio.CancelledError:
-        log.info("client_disconnected")  # aiohttp cancels the handler when the client leaves
-        raise
-    except httpx.TransportError:
-        # Cut short after the headers went out: the client sees a truncated body, as the upstream made it.
-        log.warning("upstream_broke_off")
+        await stream.pump(request, answer, _body(response), error_frame=None)
     finally:
-        await response.aclose()
+        await response.aclose()  # however the loop ended, before it started included
     return answer
+
+
+async def _body(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The upstream's body as it comes; cut short after the headers went out, the client's is too."""
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+    except httpx.TransportError:
+        raise errors.UpstreamUnreachable("the upstream broke off") from None
 
 
 for _path in FORWARDED_PATHS:

@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from aiohttp_memproxy.config.settings import Alias, ModelConfig, wildcard_regex
 from aiohttp_memproxy.errors import InvalidRequest, ModelDisabled, ModelNotFound
-from aiohttp_memproxy.settings import Alias, ModelConfig, wildcard_regex
 
 DATE_SUFFIX = re.compile(r"-\d{8}$")
 # What a client's model id may not hold where a wildcard puts it into a deployment's model: LiteLLM builds

@@ -33,7 +33,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from aiohttp_memproxy.egress import Egress, ProxyConfigError, is_loopback
+from aiohttp_memproxy.outbound.egress import Egress, ProxyConfigError, is_loopback
 
 ENV_PREFIX = "os.environ/"
 USER_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
@@ -174,8 +174,8 @@ class RoutingConfig(_Section):
     default_user_id: UserId = "default-dev"
 
 
-class ProxySettings(_Section):
-    """``memproxy:``, this project's own settings. CLI flags override them."""
+class GatewaySettings(_Section):
+    """``memproxy:``, the gateway settings. CLI flags override them."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8764, ge=1, le=65535)
@@ -251,7 +251,7 @@ class ProxySettings(_Section):
         return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
-    def _forward_needs_upstream(self) -> ProxySettings:
+    def _forward_needs_upstream(self) -> GatewaySettings:
         if self.mode == "forward" and not self.upstream:
             raise _custom("mode forward needs memproxy.upstream (or --upstream, or MEMPROXY_UPSTREAM)")
         return self
@@ -363,7 +363,7 @@ class _Raw(_Section):
     litellm_settings: LitellmSettings = Field(default_factory=LitellmSettings)
     router_settings: _Router = Field(default_factory=_Router)
     user_id_mappings: RoutingConfig = Field(default_factory=RoutingConfig)
-    memproxy: ProxySettings = Field(default_factory=ProxySettings)
+    memproxy: GatewaySettings = Field(default_factory=GatewaySettings)
 
 
 @dataclass(frozen=True)
@@ -419,7 +419,7 @@ class Settings:
     aliases: Mapping[str, Alias]
     litellm: LitellmSettings
     routing: RoutingConfig
-    proxy: ProxySettings
+    gateway: GatewaySettings  # the memproxy: section
     master_key: str | None = field(default=None, repr=False)
     # litellm.Router's arguments from router_settings over litellm_settings (only the keys the file sets).
     router: Mapping[str, Any] = field(default_factory=dict)
@@ -436,10 +436,10 @@ class Settings:
         if not given:
             return self
         try:
-            proxy = ProxySettings.model_validate({**self.proxy.model_dump(), **given})
+            gateway = GatewaySettings.model_validate({**self.gateway.model_dump(), **given})
         except ValidationError as exc:
             raise ConfigError("command line", _format_errors(exc, prefix="--")) from None
-        return replace(self, proxy=proxy)
+        return replace(self, gateway=gateway)
 
 
 def default_state_dir(environ: Mapping[str, str]) -> Path:
@@ -462,13 +462,13 @@ def key_weakness(key: str) -> str | None:
 
 
 def exposure_problems(settings: Settings) -> tuple[list[str], list[str]]:
-    """(errors, warnings) about serving on ``settings.proxy.host`` with this master key: checked at start
+    """(errors, warnings) about serving on ``settings.gateway.host`` with this master key: checked at start
     and at every reload (a reload that fails them keeps the old config)."""
-    host, key = settings.proxy.host, settings.master_key
+    host, key = settings.gateway.host, settings.master_key
     weakness = key_weakness(key) if key else None
     errors: list[str] = []
     warnings: list[str] = []
-    if "*" in settings.proxy.allowed_hosts and (is_loopback(host) or key is None):
+    if "*" in settings.gateway.allowed_hosts and (is_loopback(host) or key is None):
         errors.append(
             "memproxy.allowed_hosts: '*' turns the Host check off, which is allowed only on a non-loopback "
             "host with general_settings.master_key set: list the names instead"
@@ -610,12 +610,12 @@ def _build(source: Path, doc: dict[str, Any], environ: Mapping[str, str], digest
     if ignored:
         warnings.insert(0, ConfigWarning("config_keys_ignored", {"keys": ignored}))
 
-    proxy = parsed.memproxy
-    if proxy.state_dir is None:
-        proxy = proxy.model_copy(update={"state_dir": default_state_dir(environ)})
+    gateway = parsed.memproxy
+    if gateway.state_dir is None:
+        gateway = gateway.model_copy(update={"state_dir": default_state_dir(environ)})
     try:
         egress = Egress.configure(
-            environ, proxy.upstream_proxy, proxy.ca_bundle, parsed.litellm_settings.ssl_verify
+            environ, gateway.upstream_proxy, gateway.ca_bundle, parsed.litellm_settings.ssl_verify
         )
     except ProxyConfigError as exc:
         raise ConfigError(str(source), [str(exc)]) from None
@@ -640,7 +640,7 @@ def _build(source: Path, doc: dict[str, Any], environ: Mapping[str, str], digest
         },
         litellm=parsed.litellm_settings,
         routing=parsed.user_id_mappings,
-        proxy=proxy,
+        gateway=gateway,
         master_key=parsed.general_settings.master_key,
         router=_router_arguments(parsed),
         warnings=tuple(warnings),

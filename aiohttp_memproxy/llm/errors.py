@@ -27,7 +27,7 @@ from litellm.exceptions import (
 from litellm.types.router import RouterRateLimitError, RouterRateLimitErrorBasic
 
 from aiohttp_memproxy import errors
-from aiohttp_memproxy.transport import UPSTREAM_STATUS_HEADER, CertificateError, UpstreamRedirect
+from aiohttp_memproxy.outbound.transport import UPSTREAM_STATUS_HEADER, CertificateError, UpstreamRedirect
 
 log = structlog.get_logger()
 

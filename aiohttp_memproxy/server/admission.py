@@ -27,9 +27,9 @@ import re
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from aiohttp_memproxy.config.settings import GatewaySettings
 from aiohttp_memproxy.errors import PermissionDenied, UnsupportedMediaType
 from aiohttp_memproxy.keys import ADMISSION, CORS_ORIGIN
-from aiohttp_memproxy.settings import ProxySettings
 
 # The routes that call a model (and their unprefixed aliases): JSON only.
 MODEL_PATHS = frozenset(
@@ -70,10 +70,10 @@ ACCESS_CONTROL = "access-control-"
 class Admission:
     """The admission rules of one gateway (``memproxy.allowed_hosts``, ``memproxy.allowed_origins``)."""
 
-    def __init__(self, proxy: ProxySettings) -> None:
-        self.any_host = "*" in proxy.allowed_hosts
-        self.hosts = frozenset(proxy.allowed_hosts)
-        self.origins = frozenset(proxy.allowed_origins)
+    def __init__(self, gateway: GatewaySettings) -> None:
+        self.any_host = "*" in gateway.allowed_hosts
+        self.hosts = frozenset(gateway.allowed_hosts)
+        self.origins = frozenset(gateway.allowed_origins)
         # A client sends the same Host on every request: judged once per value.
         self._judged = functools.lru_cache(maxsize=256)(self._judge_host)
 

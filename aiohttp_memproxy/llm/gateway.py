@@ -1,0 +1,267 @@
+"""The gateway's one door into LiteLLM: a method per API call (chat completions, Messages, count_tokens,
+Responses), each one call that LiteLLM makes over our transport.
+
+A call is one ``outbound.call.Call``, set while LiteLLM runs for it (``_call``): the clients LiteLLM builds
+send through its transport (``patches.Dispatch``), the transport counts its attempts into the request's
+outcome, and its failures become ProxyError through ``llm.errors``, which is told whether anything left the
+gateway. A group served through LiteLLM's Router (``router``) has each attempt adapted to its deployment; any
+other call goes to its one deployment directly. Streams come back as the client's dialect reads them
+(``streams``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Collection, Iterator, Mapping
+from typing import Any
+
+import litellm
+import structlog
+from litellm.anthropic_interface import messages as anthropic_messages
+
+from aiohttp_memproxy.config.settings import ConfigError, ModelConfig, Settings
+from aiohttp_memproxy.dialects import anthropic, openai_chat, responses
+from aiohttp_memproxy.llm import pricing, providers, router, streams
+from aiohttp_memproxy.llm.adapt import CLIENT_PARAMS, MESSAGES_PARAMS, RESPONSES_PARAMS, Adapter, Asked
+from aiohttp_memproxy.llm.clients import ClientPool
+from aiohttp_memproxy.llm.errors import UPSTREAM_ERRORS, cooling_down, to_proxy_error
+from aiohttp_memproxy.outbound.call import CALL, Call
+from aiohttp_memproxy.outbound.session import Exchange
+from aiohttp_memproxy.outbound.transport import AiohttpTransport
+from aiohttp_memproxy.resolve.memory import MemoryDecision, memory_headers
+from aiohttp_memproxy.resolve.models import ResolvedModel
+from aiohttp_memproxy.usage.outcome import Outcome, read_later
+
+log = structlog.get_logger()
+
+DEFAULT_ANTHROPIC_BASE = "https://api.anthropic.com"
+
+
+class Gateway:
+    def __init__(self, settings: Settings, transport: AiohttpTransport) -> None:
+        self.settings = settings
+        self._transport = transport
+        self.clients = ClientPool(transport, settings.litellm.request_timeout)
+        self._adapter = Adapter(settings, self.clients)
+        self.closed = False
+        if not settings.models and settings.gateway.mode == "sdk":
+            log.warning("model_list_empty", detail="no model is configured: every model request gets a 404")
+        problems = providers.unservable(settings)
+        if problems:
+            raise ConfigError(str(settings.source), problems)
+        for model in settings.models:
+            if not model.enabled or "mock_response" in model.params:
+                continue
+            if not model.is_wildcard:
+                self._adapter.remember_known(model.litellm_model)  # before registering makes it known
+            pricing.register_model_info(model)
+            if providers.family(model.provider).client == "openai_sdk":
+                self.clients.openai_sdk(model)
+        self.routed = router.routed_groups(settings)
+        self._alternatives = router.with_alternatives(settings)
+        try:
+            self.router: router.DeploymentRouter | None = router.build(settings)
+        except (ValueError, TypeError) as exc:  # LiteLLM's judgment of router_settings, its text not echoed
+            refused = f"router_settings: LiteLLM's Router refuses them ({type(exc).__name__})"
+            raise ConfigError(str(settings.source), [refused]) from None
+
+    async def chat(
+        self,
+        resolved: ResolvedModel,
+        request: Mapping[str, Any],
+        decision: MemoryDecision,
+        outcome: Outcome | None = None,
+        exchanges: list[Exchange] | None = None,
+    ) -> str | AsyncGenerator[str, None]:
+        """``acompletion``: the answer as OpenAI JSON, or, for a stream, its chunks as they come."""
+        outcome = outcome or Outcome()
+        streaming = request.get("stream") is True
+        # A stream's usage comes as its last chunk only when asked for: asked for here, and that chunk kept
+        # from a client that did not ask (the ledger needs the tokens; the client gets what it asked for).
+        hide_usage = streaming and outcome.metered and not _asked_usage(request)
+        given = {key: value for key, value in request.items() if key in CLIENT_PARAMS}
+        asked = Asked("chat", given, decision, usage_for_ledger=hide_usage)
+        with self._call(resolved, given, outcome, exchanges) as call:
+            if self._through_router(resolved):
+                answer = await self._routed(resolved, asked, "acompletion", call)
+            else:
+                answer = await litellm.acompletion(**self._direct(resolved, asked, call))
+        if streaming:
+            return streams.chat_chunks(answer, call, hide_usage)
+        if outcome.metered:
+            outcome.later = read_later(openai_chat.usage, getattr(answer, "usage", None))
+            outcome.litellm_cost = pricing.answer_cost(answer)
+        text: str = answer.model_dump_json(exclude_none=True)
+        return text
+
+    async def messages(
+        self,
+        resolved: ResolvedModel,
+        request: Mapping[str, Any],
+        decision: MemoryDecision,
+        client_headers: Mapping[str, str],
+        outcome: Outcome | None = None,
+        exchanges: list[Exchange] | None = None,
+    ) -> dict[str, Any] | AsyncGenerator[bytes, None]:
+        """``litellm.anthropic.messages.acreate``: the message, or, for a stream, its SSE bytes as they come.
+
+        Anthropic upstreams get the client's ``anthropic-version``/``anthropic-beta`` unchanged and their
+        events pass through as bytes; other upstreams go through LiteLLM's translation (to chat completions,
+        or to the Responses API for an OpenAI reasoning or responses-only model).
+        """
+        outcome = outcome or Outcome()
+        given = {key: value for key, value in request.items() if key in MESSAGES_PARAMS}
+        given["max_tokens"] = request["max_tokens"]
+        asked = Asked("messages", given, decision, client_headers)
+        with self._call(resolved, given, outcome, exchanges) as call:
+            if self._through_router(resolved):
+                answer = await self._routed(resolved, asked, "aanthropic_messages", call)
+            else:
+                answer = await anthropic_messages.acreate(**self._direct(resolved, asked, call))
+        if isinstance(answer, dict):
+            answer.pop("_hidden_params", None)  # the Router's bookkeeping, not part of the message
+        if request.get("stream") is True:
+            return streams.messages_events(answer, call)
+        if outcome.metered:
+            found = answer.get("usage") if isinstance(answer, dict) else None
+            outcome.later = read_later(anthropic.usage, found)
+        message: dict[str, Any] = answer
+        return message
+
+    async def responses(
+        self, resolved: ResolvedModel, request: Mapping[str, Any], decision: MemoryDecision, outcome: Outcome
+    ) -> str | AsyncGenerator[bytes, None]:
+        """``aresponses``: the response as JSON, or, for a stream, its events as SSE. Native where LiteLLM
+        has the upstream's Responses API (openai/, azure/, xai/, openrouter/, hosted_vllm/, ...), bridged to
+        chat completions or Messages elsewhere; either way over our transport."""
+        given = {key: value for key, value in request.items() if key in RESPONSES_PARAMS}
+        asked = Asked("responses", given, decision)
+        with self._call(resolved, given, outcome) as call:
+            if self._through_router(resolved):
+                answer = await self._routed(resolved, asked, "aresponses", call)
+            else:
+                answer = await litellm.aresponses(**self._direct(resolved, asked, call))
+        if request.get("stream") is True:
+            return streams.responses_events(answer, call)
+        if outcome.metered:
+            outcome.later = read_later(responses.usage, getattr(answer, "usage", None))
+        text: str = answer.model_dump_json(exclude_none=True)
+        return text
+
+    async def count_tokens(
+        self,
+        resolved: ResolvedModel,
+        request: Mapping[str, Any],
+        decision: MemoryDecision,
+        client_headers: Mapping[str, str],
+        outcome: Outcome,
+    ) -> dict[str, Any]:
+        """Anthropic upstreams count (forwarded, same session and jar); others are counted here by LiteLLM.
+        A group of several deployments counts with its first one not in cooldown: a count is an estimate of
+        the input, the same for every deployment of one model."""
+        model = self._counting(resolved.config)
+        litellm_model = resolved.litellm_model if model is resolved.config else model.litellm_model
+        if model.provider != "anthropic":
+            messages = list(request.get("messages") or [])
+            if isinstance(request.get("system"), str):
+                messages.insert(0, {"role": "system", "content": request["system"]})
+            with self._call(resolved, ["messages", "system"], outcome):
+                count = litellm.token_counter(model=litellm_model, messages=messages)
+            return {"input_tokens": int(count)}
+        base = str(model.params.get("api_base") or DEFAULT_ANTHROPIC_BASE).rstrip("/")
+        url = base if base.endswith("/v1/messages/count_tokens") else f"{base}/v1/messages/count_tokens"
+        upstream_headers = {
+            "content-type": "application/json",
+            "anthropic-version": client_headers.get("anthropic-version", "2023-06-01"),
+            **(
+                {"anthropic-beta": client_headers["anthropic-beta"]}
+                if "anthropic-beta" in client_headers
+                else {}
+            ),
+            **model.params.get("extra_headers", {}),
+            **memory_headers(model, decision),
+        }
+        if model.params.get("api_key"):
+            upstream_headers["x-api-key"] = str(model.params["api_key"])
+        body = {**request, "model": litellm_model.partition("/")[2] or litellm_model}
+        with self._call(resolved, list(request), outcome):
+            response = await self.clients.handler.post(url, json=body, headers=upstream_headers)
+        result: dict[str, Any] = response.json()
+        return result
+
+    @contextlib.contextmanager
+    def _call(
+        self,
+        resolved: ResolvedModel,
+        sent: Collection[str],
+        outcome: Outcome,
+        exchanges: list[Exchange] | None = None,
+    ) -> Iterator[Call]:
+        """One call into LiteLLM: the call in progress while LiteLLM runs, and its failures as ours.
+        ``sent``: the parameters of the client's request that were handed to LiteLLM.
+
+        What LiteLLM raises before any request left is said as such (``llm.errors.local_error``: the
+        client's request, or the gateway's own failure). After a request left, LiteLLM's and httpx's errors
+        are the upstream's; anything else is a bug of ours or LiteLLM's, left to aiohttp's 500.
+        """
+        name = resolved.config.name
+        call = Call(self._transport, name, outcome, exchanges=exchanges)
+        before = outcome.attempts
+        token = CALL.set(call)
+        try:
+            yield call
+        except Exception as exc:
+            cooling = cooling_down(exc, name)
+            if cooling is not None:
+                raise cooling from exc
+            left = outcome.attempts > before
+            if left and not isinstance(exc, UPSTREAM_ERRORS):
+                raise
+            raise to_proxy_error(exc, name, left=left, sent=sent) from exc
+        finally:
+            CALL.reset(token)
+
+    def _direct(self, resolved: ResolvedModel, asked: Asked, call: Call) -> dict[str, Any]:
+        call.tried.append(resolved.config)
+        call.litellm_model = resolved.litellm_model
+        streams.answered(call)
+        return self._adapter.direct(resolved, asked, call)
+
+    async def _routed(self, resolved: ResolvedModel, asked: Asked, method: str, call: Call) -> Any:
+        """A call through the Router: each attempt is adapted to its deployment (``patches``)."""
+        assert self.router is not None
+        call.router = self.router
+        call.adapt = lambda model, kwargs: self._adapter.adapt(model, asked, kwargs, call)
+        if resolved.config.name in self._alternatives:
+            call.backoff = False
+        try:
+            return await getattr(self.router, method)(
+                model=resolved.router_model, **asked.given, **self.router.callbacks()
+            )
+        finally:
+            streams.answered(call)
+
+    def _through_router(self, resolved: ResolvedModel) -> bool:
+        return self.router is not None and resolved.config.name in self.routed
+
+    def cooldown_rows(self) -> list[Mapping[str, Any]]:
+        """The deployments LiteLLM's Router skips for now (allowed_fails / cooldown_time), and until when."""
+        return router.cooldown_rows(self.router)
+
+    def _counting(self, model: ModelConfig) -> ModelConfig:
+        if self.router is None or model.name not in self.routed:
+            return model
+        cooling = {cooled.id for cooled, _ in self.router.cooldowns()}
+        group = [d for d in self.router.deployments.values() if d.name == model.name]
+        return next((d for d in group if d.id not in cooling), model)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        if self.router is not None:
+            self.router.discard()
+        await self.clients.aclose()
+
+
+def _asked_usage(request: Mapping[str, Any]) -> bool:
+    options = request.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
