@@ -14,7 +14,9 @@ from typing import TextIO
 import structlog
 
 from aiohttp_memproxy import __version__, logs
-from aiohttp_memproxy.config.settings import ConfigError, Settings, exposure_problems, load_settings
+from aiohttp_memproxy.config.exposure import exposure_problems
+from aiohttp_memproxy.config.load import load_settings
+from aiohttp_memproxy.config.settings import ConfigError, Settings
 
 log = structlog.get_logger()
 

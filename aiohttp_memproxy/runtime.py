@@ -20,7 +20,9 @@ from dataclasses import dataclass, field, replace
 import structlog
 from aiohttp import web
 
-from aiohttp_memproxy.config.settings import ConfigError, Settings, exposure_problems, load_settings
+from aiohttp_memproxy.config.exposure import exposure_problems
+from aiohttp_memproxy.config.load import load_settings
+from aiohttp_memproxy.config.settings import ConfigError, Settings
 from aiohttp_memproxy.keys import METRICS, RUNTIMES, SETTINGS, TRANSPORT, UPSTREAM
 from aiohttp_memproxy.llm.gateway import Gateway
 from aiohttp_memproxy.outbound.transport import AiohttpTransport, RetryPolicy

@@ -22,7 +22,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from aiohttp_memproxy import logs
 from aiohttp_memproxy.app import create_app
-from aiohttp_memproxy.config.settings import Settings, load_settings
+from aiohttp_memproxy.config.load import load_settings
+from aiohttp_memproxy.config.settings import Settings
 from aiohttp_memproxy.llm import patches as litellm_seam
 from aiohttp_memproxy.outbound.egress import is_loopback
 from tests.fake_upstream import FakeUpstream

@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from aiohttp_memproxy.config.settings import Settings, exposure_problems
+from aiohttp_memproxy.config.exposure import exposure_problems
+from aiohttp_memproxy.config.settings import Settings
 from tests.conftest import MASTER_KEY, MESSAGES, AppClient, base_config, models_at
 from tests.fake_upstream import FakeUpstream
 

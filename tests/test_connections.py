@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import yaml
 
-from aiohttp_memproxy.config.settings import GatewaySettings
+from aiohttp_memproxy.config.schema import GatewaySettings
 from aiohttp_memproxy.server.connections import MIN_CAP, RESERVED_FDS, ConnectionGuard, effective_cap
 from aiohttp_memproxy.usage.metrics import Metrics
 from tests.bench import serve_command

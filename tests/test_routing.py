@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from aiohttp_memproxy.config.settings import ModelConfig, PatternRule, RoutingConfig
+from aiohttp_memproxy.config.schema import PatternRule, RoutingConfig
+from aiohttp_memproxy.config.settings import ModelConfig
 from aiohttp_memproxy.errors import InvalidRequest
 from aiohttp_memproxy.resolve.memory import MemoryRouting, memory_headers
 

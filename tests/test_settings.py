@@ -6,13 +6,9 @@ from typing import Any
 
 import pytest
 
-from aiohttp_memproxy.config.settings import (
-    ConfigError,
-    Settings,
-    default_state_dir,
-    exposure_problems,
-    load_settings,
-)
+from aiohttp_memproxy.config.exposure import exposure_problems
+from aiohttp_memproxy.config.load import default_state_dir, load_settings
+from aiohttp_memproxy.config.settings import ConfigError, Settings
 from aiohttp_memproxy.resolve.memory import MemoryRouting
 from tests.conftest import SHIPPED_CONFIG, base_config
 

@@ -69,10 +69,9 @@ class ChatUsageTap:
 
     The gateway asks an OpenAI-compatible upstream for a stream's usage when the client did not (the ledger
     needs it). The answer is one more event, ``"choices": []`` with ``usage``, which the OpenAI SDK and
-    LiteLLM would parse and model like any other chunk only for the gateway to drop it: the ledger's one
-    cost on a chat stream that ``make bench`` could see. Taken out here, LiteLLM sees the stream a gateway
-    without a ledger sees. (Verified with LiteLLM 1.106.2: for a chat stream with no usage chunk, whose
-    caller passed no ``stream_options``, its wrapper sets zero usage on the finish chunk and
+    LiteLLM would parse and model like any other chunk only for the gateway to drop it. Taken out here,
+    LiteLLM sees the stream a gateway without a ledger sees. (For a chat stream with no usage chunk, whose
+    caller passed no ``stream_options``, LiteLLM's wrapper sets zero usage on the finish chunk and
     ``stream_chunk_builder`` reports that; it does not count the prompt with a tokenizer there.)
 
     The whole event goes: its data line, and what follows it up to and including the blank line that ends

@@ -158,7 +158,7 @@ def _moved(what: str) -> str:
 
 
 def _python_paths_only() -> None:
-    """LiteLLM's optional Rust paths (1.106.2: the Anthropic Messages route, when ``LITELLM_RUST`` or
+    """LiteLLM's optional Rust paths (the Anthropic Messages route, when ``LITELLM_RUST`` or
     ``litellm.rust(True)`` opts in) send with their own HTTP client, around any Python transport: turned off,
     and a refusal to start if the environment forces one on."""
     try:

@@ -14,7 +14,8 @@ from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from aiohttp_memproxy.config.settings import USER_ID_RE, USER_ID_RULE, ModelConfig, RoutingConfig
+from aiohttp_memproxy.config.schema import USER_ID_RE, USER_ID_RULE, RoutingConfig
+from aiohttp_memproxy.config.settings import ModelConfig
 from aiohttp_memproxy.errors import InvalidRequest
 
 USER_ID_HEADER = "x-sm-user-id"

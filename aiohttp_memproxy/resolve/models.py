@@ -12,7 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aiohttp_memproxy.config.settings import Alias, ModelConfig, wildcard_regex
+from aiohttp_memproxy.config.schema import wildcard_regex
+from aiohttp_memproxy.config.settings import Alias, ModelConfig
 from aiohttp_memproxy.errors import InvalidRequest, ModelDisabled, ModelNotFound
 
 DATE_SUFFIX = re.compile(r"-\d{8}$")

@@ -27,7 +27,7 @@ import re
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from aiohttp_memproxy.config.settings import GatewaySettings
+from aiohttp_memproxy.config.schema import GatewaySettings
 from aiohttp_memproxy.errors import PermissionDenied, UnsupportedMediaType
 from aiohttp_memproxy.keys import ADMISSION, CORS_ORIGIN
 
