@@ -12,7 +12,7 @@ other call goes to its one deployment directly. Streams come back as the client'
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Collection, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterator, Mapping
 from typing import Any
 
 import litellm
@@ -82,10 +82,7 @@ class Gateway:
         given = {key: value for key, value in request.items() if key in CLIENT_PARAMS}
         asked = Asked("chat", given, decision, usage_for_ledger=hide_usage)
         with self._call(resolved, given, outcome, exchanges) as call:
-            if self._through_router(resolved):
-                answer = await self._routed(resolved, asked, "acompletion", call)
-            else:
-                answer = await litellm.acompletion(**self._direct(resolved, asked, call))
+            answer = await self._ask(resolved, asked, call, "acompletion", litellm.acompletion)
         if streaming:
             return streams.chat_chunks(answer, call, hide_usage)
         if outcome.metered:
@@ -114,10 +111,7 @@ class Gateway:
         given["max_tokens"] = request["max_tokens"]
         asked = Asked("messages", given, decision, client_headers)
         with self._call(resolved, given, outcome, exchanges) as call:
-            if self._through_router(resolved):
-                answer = await self._routed(resolved, asked, "aanthropic_messages", call)
-            else:
-                answer = await anthropic_messages.acreate(**self._direct(resolved, asked, call))
+            answer = await self._ask(resolved, asked, call, "aanthropic_messages", anthropic_messages.acreate)
         if isinstance(answer, dict):
             answer.pop("_hidden_params", None)  # the Router's bookkeeping, not part of the message
         if request.get("stream") is True:
@@ -137,10 +131,7 @@ class Gateway:
         given = {key: value for key, value in request.items() if key in RESPONSES_PARAMS}
         asked = Asked("responses", given, decision)
         with self._call(resolved, given, outcome) as call:
-            if self._through_router(resolved):
-                answer = await self._routed(resolved, asked, "aresponses", call)
-            else:
-                answer = await litellm.aresponses(**self._direct(resolved, asked, call))
+            answer = await self._ask(resolved, asked, call, "aresponses", litellm.aresponses)
         if request.get("stream") is True:
             return streams.responses_events(answer, call)
         if outcome.metered:
@@ -220,6 +211,19 @@ class Gateway:
             raise to_proxy_error(exc, name, left=left, sent=sent) from exc
         finally:
             CALL.reset(token)
+
+    async def _ask(
+        self,
+        resolved: ResolvedModel,
+        asked: Asked,
+        call: Call,
+        routed: str,
+        direct: Callable[..., Awaitable[Any]],
+    ) -> Any:
+        """The answer of LiteLLM's Router (its method ``routed``) for a routed group, else of ``direct``."""
+        if self._through_router(resolved):
+            return await self._routed(resolved, asked, routed, call)
+        return await direct(**self._direct(resolved, asked, call))
 
     def _direct(self, resolved: ResolvedModel, asked: Asked, call: Call) -> dict[str, Any]:
         call.tried.append(resolved.config)
