@@ -1,6 +1,6 @@
-"""The ProxyError family: what a client may be told, raised by every layer.
+"""The GatewayError family: what a client may be told, raised by every layer.
 
-A ProxyError carries a status, a code and a *safe* message: text we wrote, never ``str()`` of a foreign
+A GatewayError carries a status, a code and a *safe* message: text we wrote, never ``str()`` of a foreign
 exception (those can carry URLs and keys). One middleware renders it in the route's dialect (each dialect's
 ``error_body``).
 """
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 
-class ProxyError(Exception):
+class GatewayError(Exception):
     """An error whose message is safe to show a client."""
 
     status: ClassVar[int] = 500
@@ -35,22 +35,22 @@ class ProxyError(Exception):
         self.code: str = code or self.default_code or str(self.status)
 
 
-class InvalidRequest(ProxyError):
+class InvalidRequest(GatewayError):
     status = 400
     default_code = "invalid_request"
 
 
-class AuthenticationFailed(ProxyError):
+class AuthenticationFailed(GatewayError):
     status = 401
     default_code = "invalid_api_key"
 
 
-class PermissionDenied(ProxyError):
+class PermissionDenied(GatewayError):
     status = 403
     default_code = "permission_denied"
 
 
-class NotFound(ProxyError):
+class NotFound(GatewayError):
     status = 404
     default_code = "not_found"
 
@@ -59,22 +59,22 @@ class ModelNotFound(NotFound):
     default_code = "model_not_found"
 
 
-class RequestTooLarge(ProxyError):
+class RequestTooLarge(GatewayError):
     status = 413
     default_code = "request_too_large"
 
 
-class UnsupportedMediaType(ProxyError):
+class UnsupportedMediaType(GatewayError):
     status = 415
     default_code = "unsupported_media_type"
 
 
-class RateLimited(ProxyError):
+class RateLimited(GatewayError):
     status = 429
     default_code = "rate_limit_exceeded"
 
 
-class UpstreamUnreachable(ProxyError):
+class UpstreamUnreachable(GatewayError):
     status = 502
     default_code = "upstream_unreachable"
 
@@ -90,7 +90,7 @@ class UpstreamRedirected(UpstreamUnreachable):
         )
 
 
-class ServiceUnavailable(ProxyError):
+class ServiceUnavailable(GatewayError):
     status = 503
     default_code = "service_unavailable"
 
@@ -99,6 +99,6 @@ class ModelDisabled(ServiceUnavailable):
     default_code = "model_disabled"
 
 
-class UpstreamTimeout(ProxyError):
+class UpstreamTimeout(GatewayError):
     status = 504
     default_code = "upstream_timeout"

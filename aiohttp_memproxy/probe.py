@@ -72,7 +72,7 @@ async def _one(runtime: Runtime, name: str) -> ProbeResult:
         return ProbeResult(name, "skipped", "wildcard: probe a concrete id with --model")
     try:
         resolved = runtime.models.resolve(name)
-    except errors.ProxyError as exc:
+    except errors.GatewayError as exc:
         return ProbeResult(name, "skipped", exc.message)
     model = resolved.config
     if "mock_response" in model.params:
@@ -94,7 +94,7 @@ async def _one(runtime: Runtime, name: str) -> ProbeResult:
             await runtime.gateway.messages(resolved, ping, user, {}, exchanges=seen)
         else:
             await runtime.gateway.chat(resolved, ping, user, exchanges=seen)
-    except errors.ProxyError as exc:
+    except errors.GatewayError as exc:
         result.outcome, result.detail = "error", f"{exc.status} {exc.code}: {exc.message}"
     except Exception as exc:  # an operator's tool reports what failed and goes on to the next model
         # The class only: a foreign exception's text can carry a URL or a key.

@@ -30,7 +30,7 @@ from aiohttp_memproxy.config.schema import (
     wildcard_regex,
 )
 from aiohttp_memproxy.config.settings import Alias, ConfigError, ConfigWarning, ModelConfig, Settings
-from aiohttp_memproxy.outbound.egress import Egress, ProxyConfigError
+from aiohttp_memproxy.outbound.egress import Egress, EgressConfigError
 
 ENV_PREFIX = "os.environ/"
 
@@ -213,7 +213,7 @@ def _build(source: Path, doc: dict[str, Any], environ: Mapping[str, str], digest
         egress = Egress.configure(
             environ, gateway.upstream_proxy, gateway.ca_bundle, parsed.litellm_settings.ssl_verify
         )
-    except ProxyConfigError as exc:
+    except EgressConfigError as exc:
         raise ConfigError(str(source), [str(exc)]) from None
     unreadable = [
         f"{source}: CA file {path} cannot be read" for source, path in egress.ca_files if not path.is_file()

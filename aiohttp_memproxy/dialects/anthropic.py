@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp_memproxy.usage.tokens import Tokens, count, dig
 
 if TYPE_CHECKING:
-    from aiohttp_memproxy.errors import ProxyError
+    from aiohttp_memproxy.errors import GatewayError
 
 # Anthropic's own table (https://docs.anthropic.com/en/api/errors); other statuses fall back to api_error.
 ANTHROPIC_TYPES: Mapping[int, str] = {
@@ -29,14 +29,14 @@ ANTHROPIC_TYPES: Mapping[int, str] = {
 }
 
 
-def error_body(error: ProxyError) -> dict[str, Any]:
+def error_body(error: GatewayError) -> dict[str, Any]:
     return {
         "type": "error",
         "error": {"type": ANTHROPIC_TYPES.get(error.status, "api_error"), "message": error.message},
     }
 
 
-def error_frame(error: ProxyError) -> bytes:
+def error_frame(error: GatewayError) -> bytes:
     return event("error", {"error": error_body(error)["error"]})
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp_memproxy.usage.tokens import Tokens, count, dig
 
 if TYPE_CHECKING:
-    from aiohttp_memproxy.errors import ProxyError
+    from aiohttp_memproxy.errors import GatewayError
 
 DONE = b"data: [DONE]\n\n"
 
@@ -28,7 +28,7 @@ OPENAI_TYPES: Mapping[int, str] = {
 }
 
 
-def error_body(error: ProxyError) -> dict[str, Any]:
+def error_body(error: GatewayError) -> dict[str, Any]:
     return {
         "error": {
             "message": error.message,
@@ -39,7 +39,7 @@ def error_body(error: ProxyError) -> dict[str, Any]:
     }
 
 
-def error_frame(error: ProxyError) -> bytes:
+def error_frame(error: GatewayError) -> bytes:
     return b"data: " + json.dumps(error_body(error)).encode() + b"\n\n"
 
 

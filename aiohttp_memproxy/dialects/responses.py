@@ -11,7 +11,7 @@ from aiohttp_memproxy.dialects import openai_chat
 from aiohttp_memproxy.usage.tokens import Tokens, count, dig
 
 if TYPE_CHECKING:
-    from aiohttp_memproxy.errors import ProxyError
+    from aiohttp_memproxy.errors import GatewayError
 
 
 def event(data: dict[str, Any]) -> bytes:
@@ -41,7 +41,7 @@ def object_events(response: dict[str, Any]) -> list[bytes]:
     return [event({**each, "sequence_number": number}) for number, each in enumerate(events)]
 
 
-def error_frame(error: ProxyError) -> bytes:
+def error_frame(error: GatewayError) -> bytes:
     """The Responses API's ``error`` event (code, message, param), which ends a stream that failed."""
     body = openai_chat.error_body(error)["error"]
     return event({"type": "error", "code": body["code"], "message": body["message"], "param": body["param"]})

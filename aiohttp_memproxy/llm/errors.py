@@ -1,4 +1,4 @@
-"""LiteLLM's exceptions to our ProxyError: one table, most specific first; the words say where it happened.
+"""LiteLLM's exceptions to our GatewayError: one table, most specific first; the words say where it happened.
 
 What LiteLLM raised before any request left the gateway (a parameter the target cannot take, a request it
 could not translate) is the client's request that could not be served: a 400 naming the parameter, never
@@ -111,7 +111,7 @@ def culprit(exc: BaseException, sent: Collection[str]) -> str | None:
     return None
 
 
-def local_error(exc: BaseException, model: str, sent: Collection[str]) -> errors.ProxyError:
+def local_error(exc: BaseException, model: str, sent: Collection[str]) -> errors.GatewayError:
     """LiteLLM failed before anything left the gateway: the client's request (a 400 naming the parameter)
     when the failure is about the request, else the gateway's own failure (a 500 that says so)."""
     if not any(isinstance(error, REQUEST_SHAPED) for error in _chain(exc)):
@@ -120,7 +120,7 @@ def local_error(exc: BaseException, model: str, sent: Collection[str]) -> errors
             error=type(exc).__name__,
             cause=type(exc.__cause__).__name__ if exc.__cause__ else None,
         )
-        return errors.ProxyError(
+        return errors.GatewayError(
             f"model {model!r}: the gateway failed preparing the request (nothing was sent upstream; its log "
             "says why)",
             code="gateway_error",
@@ -136,7 +136,7 @@ def local_error(exc: BaseException, model: str, sent: Collection[str]) -> errors
     )
 
 
-def cooling_down(exc: BaseException, model: str) -> errors.ProxyError | None:
+def cooling_down(exc: BaseException, model: str) -> errors.GatewayError | None:
     """LiteLLM's Router found no deployment to send to (those that failed recently are in cooldown): the
     gateway's own decision, a 503 with when to come back. None for any other failure."""
     found = next(
@@ -161,11 +161,11 @@ def cooling_down(exc: BaseException, model: str) -> errors.ProxyError | None:
     )
 
 
-def untranslatable_stream(exc: BaseException, model: str) -> errors.ProxyError:
+def untranslatable_stream(exc: BaseException, model: str) -> errors.GatewayError:
     """LiteLLM failed translating an upstream's stream, mid-stream: the gateway's failure, said as such."""
     log.error("stream_untranslatable", error=type(exc).__name__)
     # 502: an answer came back that the gateway could not use (a 500 is for the gateway's own failures).
-    return errors.ProxyError(
+    return errors.GatewayError(
         f"model {model!r}: the gateway could not translate the upstream's answer",
         status=502,
         code="translation_error",
@@ -174,7 +174,7 @@ def untranslatable_stream(exc: BaseException, model: str) -> errors.ProxyError:
 
 def to_proxy_error(
     exc: BaseException, model: str, *, left: bool = True, sent: Collection[str] = ()
-) -> errors.ProxyError:
+) -> errors.GatewayError:
     """One table, most specific first. ``left``: whether any request of this call tried to leave the
     gateway; ``sent``: the parameter names the client sent (for naming the culprit of a local failure)."""
     if not left:
@@ -240,7 +240,7 @@ def to_proxy_error(
                 f"{where}: the upstream is unavailable", headers=_retry_after(exc)
             )
     if isinstance(status, int) and 500 <= status <= 599:  # the upstream's own server error, as it was
-        return errors.ProxyError(
+        return errors.GatewayError(
             f"{where}: the upstream failed (status {status})", status=status, code="upstream_error"
         )
     return errors.UpstreamUnreachable(f"{where}: the upstream failed", code="upstream_error")

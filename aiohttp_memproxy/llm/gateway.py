@@ -3,7 +3,7 @@ Responses), each one call that LiteLLM makes over our transport.
 
 A call is one ``outbound.call.Call``, set while LiteLLM runs for it (``_call``): the clients LiteLLM builds
 send through its transport (``patches.Dispatch``), the transport counts its attempts into the request's
-outcome, and its failures become ProxyError through ``llm.errors``, which is told whether anything left the
+outcome, and its failures become GatewayError through ``llm.errors``, which is told whether anything left the
 gateway. A group served through LiteLLM's Router (``router``) has each attempt adapted to its deployment; any
 other call goes to its one deployment directly. Streams come back as the client's dialect reads them
 (``streams``).

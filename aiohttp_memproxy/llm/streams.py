@@ -1,5 +1,5 @@
 """LiteLLM's streams as the client's dialect gets them: each item as it arrives, the call in progress set
-around each step (a Router may still fall back there), a failure mid-stream as our ProxyError, the usage
+around each step (a Router may still fall back there), a failure mid-stream as our GatewayError, the usage
 read on the way, the stream closed however it ends."""
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ def answered(call: Call) -> None:
 
 
 async def items(stream: Any, call: Call) -> AsyncGenerator[Any, None]:
-    """The items of a LiteLLM stream as they arrive; a failure mid-stream becomes ProxyError (the upstream's,
-    or the gateway's translation); the stream is closed however it ends, its connection given back."""
+    """The items of a LiteLLM stream as they arrive; a failure mid-stream becomes GatewayError (the
+    upstream's, or the gateway's translation); the stream is closed however it ends, its connection given
+    back."""
     attributed = call.deployment
     iterator: AsyncIterator[Any] = aiter(stream)
     try:
@@ -52,7 +53,7 @@ async def items(stream: Any, call: Call) -> AsyncGenerator[Any, None]:
             call.relayed = True
     except UPSTREAM_ERRORS as exc:
         raise to_proxy_error(exc, call.group) from exc
-    except errors.ProxyError:
+    except errors.GatewayError:
         raise
     except Exception as exc:
         raise untranslatable_stream(exc, call.group) from exc

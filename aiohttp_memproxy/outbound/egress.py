@@ -121,14 +121,14 @@ class Egress:
         return f"system store + {extra}" if extra else "system store"
 
 
-class ProxyConfigError(ValueError):
+class EgressConfigError(ValueError):
     """A proxy URL this gateway cannot use; the message names where it was set, never its value."""
 
 
 def check_proxy(where: str, value: str) -> None:
     url = URL(value if "://" in value else f"http://{value}")
     if url.scheme not in ("http", "https") or not url.host:
-        raise ProxyConfigError(f"{where}: expected an http:// or https:// proxy URL with a host")
+        raise EgressConfigError(f"{where}: expected an http:// or https:// proxy URL with a host")
 
 
 @functools.lru_cache(maxsize=8)

@@ -78,7 +78,7 @@ def _upstream_headers(request: web.Request, body: bytes) -> dict[str, str]:
     if model_name is not None:
         try:
             resolved = runtime.models.resolve(model_name)
-        except errors.ProxyError:
+        except errors.GatewayError:
             return headers  # not ours to judge: the upstream answers for unknown models
         request[OUTCOME].model = resolved.config.name
         structlog.contextvars.bind_contextvars(model=resolved.config.name)

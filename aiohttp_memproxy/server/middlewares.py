@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from aiohttp_memproxy.dialects import Dialect, anthropic, openai_chat
-from aiohttp_memproxy.errors import AuthenticationFailed, ProxyError
+from aiohttp_memproxy.errors import AuthenticationFailed, GatewayError
 from aiohttp_memproxy.keys import (
     DIALECT,
     METRICS,
@@ -59,7 +59,7 @@ def dialect_of(request: web.Request) -> Dialect:
     return "openai"
 
 
-def error_response(error: ProxyError, dialect: Dialect) -> web.Response:
+def error_response(error: GatewayError, dialect: Dialect) -> web.Response:
     body = anthropic.error_body(error) if dialect == "anthropic" else openai_chat.error_body(error)
     return web.json_response(body, status=error.status, headers=error.headers)
 
@@ -110,7 +110,7 @@ async def echo_request_id(request: web.BaseRequest, response: web.StreamResponse
         response.headers[REQUEST_ID_HEADER] = request_id
 
 
-def _http_error(request: web.Request, exc: web.HTTPException) -> ProxyError:
+def _http_error(request: web.Request, exc: web.HTTPException) -> GatewayError:
     if exc.status == web.HTTPNotFound.status_code:
         message = f"no route for {request.method} {request.path}"
     elif exc.status == web.HTTPMethodNotAllowed.status_code:
@@ -121,14 +121,14 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> ProxyError:
     else:
         message = exc.reason
     headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-    return ProxyError(message, status=exc.status, headers=headers)
+    return GatewayError(message, status=exc.status, headers=headers)
 
 
 @web.middleware
 async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ProxyError as exc:
+    except GatewayError as exc:
         error = exc
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Callable
 import structlog
 from aiohttp import web
 
-from aiohttp_memproxy.errors import ProxyError
+from aiohttp_memproxy.errors import GatewayError
 from aiohttp_memproxy.keys import METRICS, OUTCOME, REQUEST_STARTED
 
 log = structlog.get_logger()
@@ -26,7 +26,7 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 async def relay(
     request: web.Request,
     frames: AsyncGenerator[bytes, None],
-    error_frame: Callable[[ProxyError], bytes],
+    error_frame: Callable[[GatewayError], bytes],
     trailer: bytes = b"",
 ) -> web.StreamResponse:
     """``frames`` as server-sent events, then ``trailer``; an error after the headers ends with
@@ -58,13 +58,13 @@ async def pump(
     request: web.Request,
     response: web.StreamResponse,
     chunks: AsyncGenerator[bytes, None],
-    error_frame: Callable[[ProxyError], bytes] | None,
+    error_frame: Callable[[GatewayError], bytes] | None,
     trailer: bytes = b"",
     first: bytes | None = None,
     first_written: Callable[[], None] | None = None,
 ) -> None:
     """The response's headers, ``first`` (a chunk read before them), each chunk as it comes, ``trailer``,
-    the end of the body. A ProxyError from ``chunks`` ends the body with ``error_frame`` of it; without one
+    the end of the body. A GatewayError from ``chunks`` ends the body with ``error_frame`` of it; without one
     (raw bytes) the body ends cut short, as the upstream cut it. A client that left ends the loop quietly.
     ``chunks`` is closed however it ends."""
     try:
@@ -84,7 +84,7 @@ async def pump(
         # aiohttp cancels the handler when the client goes away mid-response.
         log.info("client_disconnected")
         raise
-    except ProxyError as exc:
+    except GatewayError as exc:
         structlog.contextvars.bind_contextvars(error_code=exc.code, stream_error=True)
         log.warning("stream_error", code=exc.code, status=exc.status)
         if error_frame is not None:
