@@ -24,7 +24,7 @@ from aiohttp_memproxy import logs
 from aiohttp_memproxy.app import create_app
 from aiohttp_memproxy.config.load import load_settings
 from aiohttp_memproxy.config.settings import Settings
-from aiohttp_memproxy.llm import patches as litellm_seam
+from aiohttp_memproxy.llm import patches
 from aiohttp_memproxy.outbound.egress import is_loopback
 from tests.fake_upstream import FakeUpstream
 
@@ -70,10 +70,10 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 def nothing_around_the_jar(request: pytest.FixtureRequest) -> Iterator[None]:
     """The tripwire: no request of LiteLLM's reaches the seam outside a gateway call (one that would have been
     sent with a client of LiteLLM's own, cookie-less), in any test but those that provoke one on purpose."""
-    before = litellm_seam.escapes()
+    before = patches.escapes()
     yield
     if request.node.get_closest_marker("provokes_escape") is None:
-        assert litellm_seam.escapes() == before, "LiteLLM sent a request outside a gateway call"
+        assert patches.escapes() == before, "LiteLLM sent a request outside a gateway call"
 
 
 def base_config(**sections: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from litellm.llms.openai.common_utils import BaseOpenAILLM
 
 from aiohttp_memproxy.app import create_app
 from aiohttp_memproxy.config.settings import ConfigError, Settings
-from aiohttp_memproxy.llm import patches as litellm_seam
+from aiohttp_memproxy.llm import patches
 from aiohttp_memproxy.llm.patches import SeamError
 from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, base_config, post
 from tests.fake_upstream import FakeUpstream
@@ -77,14 +77,14 @@ async def test_refuses_to_start_when_the_factories_do_not_hand_out_ours(
 
     def elsewhere(llm_provider: str, params: Any = None, shared_session: Any = None) -> AsyncHTTPHandler:
         handler = AsyncHTTPHandler()
-        handler.client = litellm_seam.httpx.AsyncClient()  # httpx's own transport: around our jar
+        handler.client = patches.httpx.AsyncClient()  # httpx's own transport: around our jar
         return handler
 
     monkeypatch.setattr(http_handler, "get_async_httpx_client", elsewhere)
     error = await refused(make_settings())
     assert "not handing out the gateway's transport: get_async_httpx_client" in str(error)
-    assert litellm_seam._SEAM.users == 0  # nothing left half-installed
-    assert not litellm_seam._SEAM.originals
+    assert patches._SEAM.users == 0  # nothing left half-installed
+    assert not patches._SEAM.originals
 
 
 async def test_refuses_to_start_when_litellm_rust_forces_its_own_http(
@@ -103,7 +103,7 @@ async def test_a_request_outside_a_gateway_call_is_refused_and_counted(
 ) -> None:
     fake, url = upstream
     await app_client(make_settings())  # the seam is in
-    escapes = litellm_seam.escapes()
+    escapes = patches.escapes()
     with pytest.raises(openai.OpenAIError):  # LiteLLM's class varies by provider
         await litellm.acompletion(
             model="mistral/mistral-small-latest",
@@ -112,7 +112,7 @@ async def test_a_request_outside_a_gateway_call_is_refused_and_counted(
             messages=MESSAGES,
             num_retries=0,
         )
-    assert litellm_seam.escapes() > escapes  # LiteLLM may try twice; each attempt is refused and counted
+    assert patches.escapes() > escapes  # LiteLLM may try twice; each attempt is refused and counted
     assert fake.seen == []  # it never left
 
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from aiohttp_memproxy.config.settings import Settings
-from aiohttp_memproxy.llm import patches as litellm_seam
+from aiohttp_memproxy.llm import patches
 from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, base_config, post, sse_frames
 from tests.fake_upstream import FakeUpstream
 
@@ -146,7 +146,7 @@ async def test_provider_through_the_jar(
     fake.gate = True
     provider = PROVIDERS[name]
     settings = provider_settings(make_settings, url, provider)
-    escapes = litellm_seam.escapes()
+    escapes = patches.escapes()
 
     client = await app_client(settings)
     assert await ask(client, stream) == "Hello from upstream"
@@ -160,7 +160,7 @@ async def test_provider_through_the_jar(
     assert fake.with_cookie == [False, True, True, True]
     expected = (provider.stream_path or provider.path) if stream else provider.path
     assert {seen.path for seen in fake.seen} == {expected}
-    assert litellm_seam.escapes() == escapes
+    assert patches.escapes() == escapes
 
 
 async def test_no_other_network_while_serving(

@@ -154,8 +154,8 @@ class GatewaySettings(_Section):
     ca_bundle: Path | None = None  # a CA file trusted in addition to the system store
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    # Admission (admission.py): Host names beyond loopback (a reverse proxy's, a LAN name; "*" only on a
-    # non-loopback bind with a master key), and the browser origins allowed to call the API (CORS).
+    # Admission (server/admission.py): Host names beyond loopback (a reverse proxy's, a LAN name; "*" only on
+    # a non-loopback bind with a master key), and the browser origins allowed to call the API (CORS).
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     # Inbound connections (connections.py): one not running a request (idle, or still sending its headers)

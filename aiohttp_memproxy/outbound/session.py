@@ -95,7 +95,8 @@ def _watched() -> list[Exchange] | None:
 
 
 def _trace(store: CookieStore) -> aiohttp.TraceConfig:
-    """Marks the jar changed when a response sets a cookie; records exchanges where EXCHANGES asks to."""
+    """Marks the jar changed when a response sets a cookie; records the exchanges of a call that asks to see
+    them (``Call.exchanges``)."""
 
     async def on_request_headers_sent(
         session: aiohttp.ClientSession,

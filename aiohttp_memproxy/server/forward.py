@@ -20,8 +20,8 @@ from aiohttp_memproxy import errors
 from aiohttp_memproxy.keys import OUTCOME, RUNTIME, SETTINGS, TRANSPORT
 from aiohttp_memproxy.outbound.transport import UPSTREAM_STATUS_HEADER, UpstreamRedirect
 from aiohttp_memproxy.resolve.memory import memory_headers
-from aiohttp_memproxy.server import body as json_body
 from aiohttp_memproxy.server import stream
+from aiohttp_memproxy.server.body import parse
 from aiohttp_memproxy.server.middlewares import KEY_HEADERS
 
 log = structlog.get_logger()
@@ -51,9 +51,9 @@ routes = web.RouteTableDef()
 
 
 def _model_of(body: bytes) -> str | None:
-    """The model a JSON body names; a body nested too deep is refused as on the SDK path (json_body)."""
+    """The model a JSON body names; a body nested too deep is refused as on the SDK path."""
     try:
-        parsed: Any = json_body.parse(body)
+        parsed: Any = parse(body)
     except errors.InvalidRequest as exc:
         if exc.code == "json_too_deep":
             raise
