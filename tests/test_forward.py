@@ -270,3 +270,20 @@ async def test_the_upstreams_cors_answer_is_never_relayed(
     assert listed.headers.getall("Access-Control-Allow-Origin") == [origin]  # the gateway's own, for it
     assert "Access-Control-Allow-Credentials" not in listed.headers
     assert listed.headers.getall("Vary") == ["Accept-Encoding", "Origin"]
+
+
+async def test_an_upstream_that_breaks_off_mid_body_leaves_the_client_a_truncated_body(
+    app_client: AppClient, forward_settings: Settings, upstream: tuple[FakeUpstream, str], log_lines: LogLines
+) -> None:
+    """Raw bytes have no error frame: the client must see the body cut short, never a complete one."""
+    fake, _ = upstream
+    fake.cut_after = 2
+    client = await app_client(forward_settings)
+    body = {"model": "gpt-up", "messages": MESSAGES, "stream": True}
+    response = await client.post(
+        "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    )
+    assert response.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    assert log_lines.named("upstream_broke_off")

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -551,3 +554,16 @@ async def test_the_ledger_can_be_turned_off(
     captured = capsys.readouterr()
     assert "turns the ledger off (memproxy.usage_ledger: false)" in captured.err
     assert "no requests in the ledger" in captured.out
+
+
+def test_memproxy_usage_never_imports_litellm() -> None:
+    """Reading the ledger needs nothing of LiteLLM (a 4 s import that would look for its price map)."""
+    code = (
+        "import sys\n"
+        "from aiohttp_memproxy import cli, statedir\n"
+        "from aiohttp_memproxy.usage import ledger, report\n"
+        "assert 'litellm' not in sys.modules, 'litellm was imported'\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "LITELLM_LOCAL_MODEL_COST_MAP"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -196,7 +196,7 @@ class Gateway:
         are the upstream's; anything else is a bug of ours or LiteLLM's, left to aiohttp's 500.
         """
         name = resolved.config.name
-        call = Call(self._transport, name, outcome, exchanges=exchanges)
+        call = Call(self._transport, resolved.config, outcome, exchanges=exchanges)
         before = outcome.attempts
         token = CALL.set(call)
         try:
@@ -247,6 +247,11 @@ class Gateway:
 
     def _through_router(self, resolved: ResolvedModel) -> bool:
         return self.router is not None and resolved.config.name in self.routed
+
+    @staticmethod
+    def price(outcome: Outcome) -> float | None:
+        """LiteLLM's price of a request's usage (the ledger asks, in its batch)."""
+        return pricing.cost(outcome)
 
     def cooldown_rows(self) -> list[Mapping[str, Any]]:
         """The deployments LiteLLM's Router skips for now (allowed_fails / cooldown_time), and until when."""

@@ -31,10 +31,6 @@ map.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at import
-
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -142,6 +138,8 @@ def _targets() -> tuple[type, type, Any]:
         )
         if not callable(getattr(owner, name, None))
     ]
+    if not callable(vars(router_module).get("compact_to_fit")):
+        missing.append("litellm.router.compact_to_fit")
     cache = getattr(litellm, "in_memory_llm_clients_cache", None)
     if cache is None or not callable(getattr(cache, "flush_cache", None)):
         missing.append("litellm.in_memory_llm_clients_cache.flush_cache")

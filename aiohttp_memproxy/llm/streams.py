@@ -36,8 +36,8 @@ async def items(stream: Any, call: Call) -> AsyncGenerator[Any, None]:
     upstream's, or the gateway's translation); the stream is closed however it ends, its connection given
     back."""
     attributed = call.deployment
-    iterator: AsyncIterator[Any] = aiter(stream)
     try:
+        iterator: AsyncIterator[Any] = aiter(stream)
         while True:
             token = CALL.set(call)
             try:
@@ -52,11 +52,11 @@ async def items(stream: Any, call: Call) -> AsyncGenerator[Any, None]:
             yield item
             call.relayed = True
     except UPSTREAM_ERRORS as exc:
-        raise to_proxy_error(exc, call.group) from exc
+        raise to_proxy_error(exc, call.group.name) from exc
     except errors.GatewayError:
         raise
     except Exception as exc:
-        raise untranslatable_stream(exc, call.group) from exc
+        raise untranslatable_stream(exc, call.group.name) from exc
     finally:
         close = getattr(stream, "aclose", None)
         if close is not None:
@@ -111,7 +111,7 @@ async def messages_events(answer: Any, call: Call) -> AsyncGenerator[bytes, None
     reader = anthropic.StreamUsage() if outcome.metered else None
     if reader is not None:
         outcome.later = reader.read  # what the stream said of its usage, read when the row is made
-    translated = call.deployment is not None and call.deployment.provider != "anthropic"
+    translated = call.answering.provider != "anthropic"
     async with contextlib.aclosing(items(answer, call)) as events:
         async for data in events:
             frame = data if isinstance(data, bytes) else str(data).encode()
@@ -119,7 +119,7 @@ async def messages_events(answer: Any, call: Call) -> AsyncGenerator[bytes, None
                 reader.feed(frame)
             if translated and frame.startswith(b"event: error"):
                 raise errors.UpstreamUnreachable(
-                    f"model {call.group!r}: the upstream could not be reached or broke off"
+                    f"model {call.group.name!r}: the upstream could not be reached or broke off"
                 )
             yield frame
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 @dataclass(eq=False)
 class Call:
     transport: httpx.AsyncBaseTransport  # where the clients LiteLLM builds for itself send (llm.patches)
-    group: str  # the model group the client's model resolved to
+    group: ModelConfig  # the model group the client's model resolved to (its first deployment)
     outcome: Outcome
     # Wait out a 429/503 and send again (Retry-After, backoff)? Not when LiteLLM's Router has another
     # deployment or a fallback to go to: it moves on at once, and the throttled deployment's Retry-After
@@ -52,9 +52,14 @@ class Call:
         return self.tried[-1] if self.tried else None
 
     @property
+    def answering(self) -> ModelConfig:
+        """The deployment that answered, or the model group's where none is known yet."""
+        return self.tried[-1] if self.tried else self.group
+
+    @property
     def fallback(self) -> bool:
         """Whether the answer came from another model group than the one asked for."""
-        return any(model.name != self.group for model in self.tried)
+        return any(model.name != self.group.name for model in self.tried)
 
 
 CALL: ContextVar[Call | None] = ContextVar("memproxy_call", default=None)

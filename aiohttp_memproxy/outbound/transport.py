@@ -210,7 +210,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response.release()
             await asyncio.sleep(delay)
         tap = None
-        if call is not None and call.take_usage and response.status == 200:
+        if (
+            call is not None
+            and call.take_usage
+            and response.status == 200
+            and response.content_type == "text/event-stream"  # the chat stream, not a fetch of the call
+        ):
             tap = ChatUsageTap()
             call.stream_usage = tap.tokens
         return httpx.Response(

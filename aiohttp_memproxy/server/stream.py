@@ -85,13 +85,23 @@ async def pump(
         log.info("client_disconnected")
         raise
     except GatewayError as exc:
+        if error_frame is None:  # raw bytes: the body ends where the upstream's did
+            log.warning("upstream_broke_off")
+            _cut_short(request)
+            return
         structlog.contextvars.bind_contextvars(error_code=exc.code, stream_error=True)
         log.warning("stream_error", code=exc.code, status=exc.status)
-        if error_frame is not None:
-            try:
-                await response.write(error_frame(exc))
-                await response.write_eof()
-            except ConnectionResetError:
-                log.info("client_disconnected")
+        try:
+            await response.write(error_frame(exc))
+            await response.write_eof()
+        except ConnectionResetError:
+            log.info("client_disconnected")
     finally:
         await chunks.aclose()
+
+
+def _cut_short(request: web.Request) -> None:
+    """The connection closed before the body's end: the client sees a truncated body, as the upstream sent
+    it, never a complete one (aiohttp would end the body after the handler returns)."""
+    if request.transport is not None:
+        request.transport.close()

@@ -25,8 +25,7 @@ import structlog
 from aiohttp import web
 
 from aiohttp_memproxy import statedir
-from aiohttp_memproxy.keys import LEDGER, METRICS, OUTCOME, SETTINGS
-from aiohttp_memproxy.llm import pricing
+from aiohttp_memproxy.keys import LEDGER, METRICS, OUTCOME, RUNTIME, SETTINGS
 from aiohttp_memproxy.usage.clients import client_family
 from aiohttp_memproxy.usage.metrics import Metrics
 from aiohttp_memproxy.usage.outcome import Outcome
@@ -99,7 +98,7 @@ class Entry(NamedTuple):
     status: int
     user_agent: str | None
     outcome: Outcome
-    price: Callable[[Outcome], float | None]  # LiteLLM's price of the outcome's usage (llm.pricing.cost)
+    price: Callable[[Outcome], float | None]  # LiteLLM's price of the outcome's usage (Gateway.price)
 
 
 def row_of(entry: Entry) -> Row:
@@ -371,4 +370,4 @@ def record_request(request: web.Request, status: int, elapsed_s: float) -> None:
         return
     arrived = time.time() - elapsed_s
     user_agent = request.headers.get("User-Agent")
-    book.take(Entry(arrived, elapsed_s, status, user_agent, outcome, pricing.cost))
+    book.take(Entry(arrived, elapsed_s, status, user_agent, outcome, request[RUNTIME].gateway.price))
