@@ -32,7 +32,8 @@ class GatewayError(Exception):
         self.headers: dict[str, str] = dict(headers or {})
         if status is not None:
             self.status = status  # type: ignore[misc]  # an instance may refine its class's status
-        self.code: str = code or self.default_code or str(self.status)
+        # None where the API the client speaks has none (OpenAI's own errors for an unknown route).
+        self.code: str | None = code or self.default_code
 
 
 class InvalidRequest(GatewayError):

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import anthropic
+import openai
 import pytest
 
 from aiohttp_memproxy import __version__
@@ -132,6 +134,35 @@ async def test_models_anthropic_shape_and_pages(app_client: AppClient, settings:
     bad = await client.get("/v1/models?limit=0", headers=ANTHROPIC)
     assert bad.status == 400
     assert (await bad.json())["error"]["type"] == "invalid_request_error"
+
+
+async def test_one_model_by_id_with_the_official_sdks(app_client: AppClient, settings: Settings) -> None:
+    """``client.models.retrieve`` of both SDKs: the model in their shape, an alias as asked, and a 404 in
+    their dialect for an id the gateway does not have."""
+    client = await app_client(settings)
+    base = str(client.make_url(""))
+    gpt = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+    claude = anthropic.AsyncAnthropic(base_url=base, api_key="unused", max_retries=0)
+    try:
+        model = await gpt.models.retrieve("demo")
+        assert (model.id, model.object, model.owned_by) == ("demo", "model", "openai")
+        alias = await gpt.models.retrieve("claude-sonnet-4-5-20250929")
+        assert (alias.id, alias.owned_by) == ("claude-sonnet-4-5-20250929", "anthropic")
+        with pytest.raises(openai.NotFoundError) as missing:
+            await gpt.models.retrieve("nope")
+        assert missing.value.body["code"] == "model_not_found"  # type: ignore[index]
+        info = await claude.models.retrieve("claude-sonnet-4-5")
+        assert (info.id, info.display_name, info.type) == ("claude-sonnet-4-5", "Claude Sonnet 4.5", "model")
+        with pytest.raises(anthropic.NotFoundError) as gone:
+            await claude.models.retrieve("nope")
+        assert gone.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    finally:
+        await gpt.close()
+        await claude.close()
+    # Through the LiteLLM proxy's /anthropic prefix, Anthropic's shape without anthropic-version.
+    prefixed = await (await client.get("/anthropic/v1/models/claude-sonnet-4-5")).json()
+    assert prefixed["type"] == "model"
+    assert (await client.get("/models/demo")).status == 200
 
 
 async def test_memory_routing_info(app_client: AppClient, keyed_settings: Settings) -> None:
@@ -278,7 +309,9 @@ async def test_unknown_route_and_method_in_dialect(app_client: AppClient, settin
     client = await app_client(settings)
     missing = await client.get("/v1/nope")
     assert missing.status == 404
-    assert (await missing.json())["error"]["message"] == "no route for GET /v1/nope"
+    error = (await missing.json())["error"]
+    assert error["message"] == "no route for GET /v1/nope"
+    assert error["code"] is None  # as OpenAI's own 404 for a route it does not have
     wrong_method = await client.post("/v1/models", json={})
     assert wrong_method.status == 405
     assert "GET" in wrong_method.headers["Allow"]

@@ -252,6 +252,30 @@ async def test_count_tokens_locally_for_other_upstreams(
     assert fake.seen == []  # counted here, not upstream
 
 
+async def test_the_litellm_proxy_anthropic_prefix_serves_messages_and_count_tokens(
+    app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
+) -> None:
+    """Users who followed LiteLLM's docs set ANTHROPIC_BASE_URL=<proxy>/anthropic: the same routes."""
+    fake, _ = upstream
+    fake.gate = True
+    client = await app_client(gateway_settings())
+    claude = anthropic.AsyncAnthropic(
+        base_url=str(client.make_url("/anthropic")), api_key="unused", max_retries=0
+    )
+    try:
+        message = await claude.messages.create(model="claude-up", max_tokens=64, messages=MESSAGES)
+        assert message.content[0].text == "Hello from upstream"  # type: ignore[union-attr]
+        async with claude.messages.stream(model="claude-up", max_tokens=64, messages=MESSAGES) as stream:
+            assert (await stream.get_final_message()).content[0].text == "Hello from upstream"  # type: ignore[union-attr]
+        counted = await claude.messages.count_tokens(model="claude-up", messages=MESSAGES)
+        assert counted.input_tokens > 0
+        with pytest.raises(anthropic.BadRequestError):  # errors in Anthropic's shape there too
+            await claude.messages.create(model="claude-up", max_tokens=0, messages=MESSAGES)
+    finally:
+        await claude.close()
+    assert {seen.path for seen in fake.seen} == {"/v1/messages", "/v1/messages/count_tokens"}
+
+
 async def test_event_logging_batch(app_client: AppClient, gateway_settings: Callable[..., Settings]) -> None:
     client = await app_client(gateway_settings())
     response = await client.post("/api/event_logging/batch", json={"events": [{"name": "x"}]})

@@ -42,6 +42,8 @@ MODEL_PATHS = frozenset(
         "/messages/count_tokens",
         "/v1/responses",
         "/responses",
+        "/anthropic/v1/messages",
+        "/anthropic/v1/messages/count_tokens",
     }
 )
 LOOPBACK_NAMES = frozenset({"localhost"})

@@ -45,7 +45,15 @@ HOP_BY_HOP = frozenset(
 CREDENTIALS = frozenset({"authorization", *KEY_HEADERS})
 DOT_SEGMENTS = frozenset({".", ".."})
 ENCODED_SEPARATOR = re.compile(r"%(2f|5c|2e)", re.IGNORECASE)
-FORWARDED_PATHS = ("/v1/{tail:.*}", "/chat/completions", "/models", "/messages", "/messages/count_tokens")
+FORWARDED_PATHS = (
+    "/v1/{tail:.*}",
+    "/chat/completions",
+    "/models",
+    "/models/{tail:.+}",
+    "/messages",
+    "/messages/count_tokens",
+    "/anthropic/{tail:.*}",  # the LiteLLM proxy's prefix for Anthropic clients: its own routes
+)
 
 routes = web.RouteTableDef()
 

@@ -14,6 +14,7 @@ routes = web.RouteTableDef()
 
 @routes.post("/v1/messages")
 @routes.post("/messages")
+@routes.post("/anthropic/v1/messages")  # the LiteLLM proxy's prefix for Anthropic clients
 async def messages(request: web.Request) -> web.StreamResponse:
     asked = await model_request.read(request, "messages")
     max_tokens = asked.body.get("max_tokens")
@@ -30,6 +31,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/v1/messages/count_tokens")
 @routes.post("/messages/count_tokens")
+@routes.post("/anthropic/v1/messages/count_tokens")
 async def count_tokens(request: web.Request) -> web.Response:
     asked = await model_request.read(request, "count_tokens")
     headers = model_request.client_headers(request)

@@ -37,7 +37,7 @@ log = structlog.get_logger()
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
-ANTHROPIC_PREFIXES = ("/v1/messages", "/messages", "/api/event_logging")
+ANTHROPIC_PREFIXES = ("/v1/messages", "/messages", "/api/event_logging", "/anthropic/")
 MODEL_LIST_PATHS = ("/v1/models", "/models")
 # Reachable without the master key wherever the gateway listens: probes, and Claude Code's start-up ping.
 # /ui is the status page's shell (no data: /ui/data, which needs the key, has it).

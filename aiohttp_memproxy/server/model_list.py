@@ -1,4 +1,5 @@
-"""``GET /v1/models`` in both shapes: OpenAI's list, and Anthropic's page when the caller speaks Anthropic."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}`` in both shapes: OpenAI's, and Anthropic's when the caller
+speaks Anthropic (sends ``anthropic-version``)."""
 
 from __future__ import annotations
 
@@ -18,20 +19,41 @@ ANTHROPIC_PAGE_DEFAULT, ANTHROPIC_PAGE_MAX = 20, 1000
 
 @routes.get("/v1/models")
 @routes.get("/models")
+@routes.get("/anthropic/v1/models")  # the LiteLLM proxy's prefix for Anthropic clients
 async def list_models(request: web.Request) -> web.Response:
     listed = request[RUNTIME].models.listing()
     created = request[RUNTIME].settings.loaded_at
     if request[DIALECT] == "anthropic":
         return web.json_response(_anthropic_page(request, listed, created))
     return web.json_response(
-        {
-            "object": "list",
-            "data": [
-                {"id": name, "object": "model", "created": int(created), "owned_by": model.provider}
-                for name, model in listed
-            ],
-        }
+        {"object": "list", "data": [_openai(name, model, created) for name, model in listed]}
     )
+
+
+@routes.get("/v1/models/{model_id:.+}")
+@routes.get("/models/{model_id:.+}")
+@routes.get("/anthropic/v1/models/{model_id:.+}")
+async def retrieve_model(request: web.Request) -> web.Response:
+    """One model by the id a client lists or sends (an alias too); 404 in the caller's dialect if none."""
+    name = request.match_info["model_id"]
+    model = request[RUNTIME].models.resolve(name).config
+    created = request[RUNTIME].settings.loaded_at
+    if request[DIALECT] == "anthropic":
+        return web.json_response(_anthropic(name, model, created))
+    return web.json_response(_openai(name, model, created))
+
+
+def _openai(name: str, model: ModelConfig, created: float) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(created), "owned_by": model.provider}
+
+
+def _anthropic(name: str, model: ModelConfig, created: float) -> dict[str, Any]:
+    return {
+        "type": "model",
+        "id": name,
+        "display_name": str(model.info.get("display_name") or name),
+        "created_at": iso(created),
+    }
 
 
 def _anthropic_page(
@@ -57,15 +79,7 @@ def _anthropic_page(
         has_more = stop < len(listed)
     page = listed[start:stop]
     return {
-        "data": [
-            {
-                "type": "model",
-                "id": name,
-                "display_name": str(model.info.get("display_name") or name),
-                "created_at": iso(created),
-            }
-            for name, model in page
-        ],
+        "data": [_anthropic(name, model, created) for name, model in page],
         "has_more": has_more,
         "first_id": page[0][0] if page else None,
         "last_id": page[-1][0] if page else None,
