@@ -266,6 +266,27 @@ async def test_stored_responses_are_not_kept_here(
     assert "stores no responses" in error["message"]
 
 
+async def test_previous_response_id_goes_only_where_the_upstream_holds_the_conversation(
+    app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
+) -> None:
+    """Bridged (Anthropic): a 400 naming the parameter, nothing sent, never a 500. Native (OpenAI's
+    Responses API): the id goes upstream as the client sent it."""
+    fake, _ = upstream
+    client = await app_client(gateway_settings())
+    async with sdk(client) as gpt:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await gpt.responses.create(model="claude-up", input="and then?", previous_response_id="resp_1")
+        error = refused.value.body
+        assert isinstance(error, dict)
+        assert (error["param"], error["code"]) == ("previous_response_id", "previous_response_not_supported")
+        assert "`input`" in error["message"]
+        assert fake.seen == []
+        answer = await gpt.responses.create(model="gpt-up", input="and then?", previous_response_id="resp_1")
+        assert answer.output_text == "Hello from upstream"
+    assert fake.seen[-1].path == "/v1/responses"
+    assert fake.seen[-1].body["previous_response_id"] == "resp_1"
+
+
 async def test_upstream_error_before_and_after_the_headers(
     app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
 ) -> None:

@@ -21,6 +21,7 @@ from litellm.anthropic_interface import messages as anthropic_messages
 
 from aiohttp_memproxy.config.settings import ConfigError, ModelConfig, Settings
 from aiohttp_memproxy.dialects import anthropic, openai_chat, responses
+from aiohttp_memproxy.errors import InvalidRequest
 from aiohttp_memproxy.llm import pricing, providers, router, streams
 from aiohttp_memproxy.llm.adapt import CLIENT_PARAMS, MESSAGES_PARAMS, RESPONSES_PARAMS, Adapter, Asked
 from aiohttp_memproxy.llm.clients import ClientPool
@@ -129,6 +130,8 @@ class Gateway:
         has the upstream's Responses API (openai/, azure/, xai/, openrouter/, hosted_vllm/, ...), bridged to
         chat completions or Messages elsewhere; either way over our transport."""
         given = {key: value for key, value in request.items() if key in RESPONSES_PARAMS}
+        if given.get("previous_response_id") is not None:
+            self._holding_conversations(resolved)
         asked = Asked("responses", given, decision)
         with self._call(resolved, given, outcome) as call:
             answer = await self._ask(resolved, asked, call, "aresponses", litellm.aresponses)
@@ -244,6 +247,23 @@ class Gateway:
             )
         finally:
             streams.answered(call)
+
+    def _holding_conversations(self, resolved: ResolvedModel) -> None:
+        """``previous_response_id`` goes only where every deployment that may answer holds conversations:
+        else a 400 that says what to send instead (a bridged turn has no upstream that remembers it)."""
+        deployments = [resolved.config]
+        if self._through_router(resolved) and self.router is not None:
+            deployments = [d for d in self.router.deployments.values() if d.name == resolved.config.name]
+        for model in deployments:
+            litellm_model = resolved.litellm_model if model is resolved.config else model.litellm_model
+            if not providers.holds_conversations(model, litellm_model):
+                raise InvalidRequest(
+                    f"previous_response_id: model {resolved.config.name!r} is served through a provider "
+                    "that keeps no conversation; send the conversation's items in `input` (as Codex does "
+                    "with store: false)",
+                    param="previous_response_id",
+                    code="previous_response_not_supported",
+                )
 
     def _through_router(self, resolved: ResolvedModel) -> bool:
         return self.router is not None and resolved.config.name in self.routed

@@ -13,6 +13,7 @@ from typing import Literal
 
 import litellm
 from litellm.constants import openai_compatible_providers
+from litellm.responses.main import provider_stores_the_conversation
 
 from aiohttp_memproxy.config.settings import ModelConfig, Settings
 from aiohttp_memproxy.llm.patches import LITELLM_VERSION
@@ -55,6 +56,14 @@ def family(provider: str) -> Family:
 def speaks_openai(provider: str) -> bool:
     """An upstream that speaks OpenAI's API (a chat stream's usage is asked in the request body)."""
     return provider == "openai" or provider in openai_compatible_providers
+
+
+def holds_conversations(model: ModelConfig, litellm_model: str) -> bool:
+    """Whether a Responses request to this deployment reaches its own Responses API, which holds the
+    conversation a ``previous_response_id`` names. LiteLLM bridges the rest to chat completions or Messages,
+    and its proxy would replay such a turn from its spend logs, which the gateway does not keep."""
+    params = {"api_base": model.params.get("api_base"), "model_info": dict(model.info)}
+    return bool(provider_stores_the_conversation(litellm_model, model.provider, params))
 
 
 def _installed(module: str) -> bool:
