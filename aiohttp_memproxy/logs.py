@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
-from typing import Literal, TextIO
+import warnings
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -94,3 +95,27 @@ def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | Non
     root.setLevel(numeric)
     for name, floor in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(floor, numeric))
+    warnings.showwarning = _log_warning
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A library's Python warning as one log line: its class and where it was raised, never its text (a
+    pydantic serializer warning quotes the value it dumped: an answer, a prompt)."""
+    log: Any = structlog.get_logger()
+    log.warning("library_warning", category=category.__name__, where=f"{_module_of(filename)}:{lineno}")
+
+
+def _module_of(filename: str) -> str:
+    """site-packages/pydantic/main.py -> pydantic/main.py: no home directory or venv path in a log line."""
+    parts = filename.replace("\\", "/").split("/")
+    for marker in ("site-packages", "dist-packages", "lib"):
+        if marker in parts:
+            return "/".join(parts[len(parts) - parts[::-1].index(marker) :])
+    return "/".join(parts[-2:])

@@ -9,6 +9,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 from tests.bench import serve_command
-from tests.conftest import base_config
+from tests.conftest import LogLines, base_config
 from tests.fake_upstream import FakeUpstream, Scripted
 from tests.test_cli import free_port, wait_ready
 
@@ -225,3 +226,17 @@ def test_no_library_writes_below_warning_whatever_its_switches(child_env: dict[s
     output = done.stdout + done.stderr
     assert "MARK" not in output
     assert "a warning passes" in output
+
+
+def test_a_library_warning_is_one_log_line_without_its_text(log_lines: LogLines) -> None:
+    """A Python warning goes through the log configuration (one JSON line) and never carries its text: a
+    pydantic serializer warning quotes the value it dumped (an answer, a prompt)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn(
+            "Expected `str` but got `dict` with value `{'text': 'the answer'}`", UserWarning, stacklevel=1
+        )
+    [line] = log_lines.named("library_warning")
+    assert (line["category"], line["level"]) == ("UserWarning", "warning")
+    assert line["where"].startswith("tests/test_log_secrets.py:")
+    assert "the answer" not in log_lines.text

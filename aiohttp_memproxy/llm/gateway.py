@@ -89,7 +89,7 @@ class Gateway:
         if outcome.metered:
             outcome.later = read_later(openai_chat.usage, getattr(answer, "usage", None))
             outcome.litellm_cost = pricing.answer_cost(answer)
-        text: str = answer.model_dump_json(exclude_none=True)
+        text: str = answer.model_dump_json(exclude_none=True, warnings=False)
         return text
 
     async def messages(
@@ -139,7 +139,7 @@ class Gateway:
             return streams.responses_events(answer, call)
         if outcome.metered:
             outcome.later = read_later(responses.usage, getattr(answer, "usage", None))
-        text: str = answer.model_dump_json(exclude_none=True)
+        text: str = answer.model_dump_json(exclude_none=True, warnings=False)
         return text
 
     async def count_tokens(

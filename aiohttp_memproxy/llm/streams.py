@@ -79,9 +79,9 @@ async def chat_chunks(stream: Any, call: Call, hide_usage: bool) -> AsyncGenerat
             if found is not None and metered:
                 outcome.tokens.merge(openai_chat.usage(found.model_dump()))
             if not hide_usage:
-                yield chunk.model_dump_json(exclude_none=True)
+                yield chunk.model_dump_json(exclude_none=True, warnings=False)
             elif found is None or any(map(_substantive, chunk.choices)):
-                yield chunk.model_dump_json(exclude_none=True, exclude={"usage"})
+                yield chunk.model_dump_json(exclude_none=True, exclude={"usage"}, warnings=False)
     if not metered or outcome.tokens.known:
         return
     if call.stream_usage is not None and call.stream_usage.known:
@@ -129,7 +129,7 @@ async def responses_events(answer: Any, call: Call) -> AsyncGenerator[bytes, Non
     the outcome."""
     outcome = call.outcome
     if not hasattr(answer, "__aiter__"):  # answered whole (mock_response): the client still gets events
-        whole = answer.model_dump(mode="json", exclude_none=True)
+        whole = answer.model_dump(mode="json", exclude_none=True, warnings=False)
         if outcome.metered:
             outcome.tokens = responses.usage(whole.get("usage"))
         for frame in responses.object_events(whole):
@@ -137,7 +137,9 @@ async def responses_events(answer: Any, call: Call) -> AsyncGenerator[bytes, Non
         return
     async with contextlib.aclosing(items(answer, call)) as events:
         async for event in events:
-            data = event.model_dump(mode="json", exclude_none=True)
+            # LiteLLM's event models hold plain dicts where their fields name a model: pydantic would warn
+            # (to stderr, quoting the answer) on every one, for a dump that is right.
+            data = event.model_dump(mode="json", exclude_none=True, warnings=False)
             if outcome.metered and data.get("type") == "response.completed":
                 outcome.later = read_later(responses.usage, (data.get("response") or {}).get("usage"))
             yield responses.event(data)
