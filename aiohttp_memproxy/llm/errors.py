@@ -2,15 +2,16 @@
 
 What LiteLLM raised before any request left the gateway (a parameter the target cannot take, a request it
 could not translate) is the client's request that could not be served: a 400 naming the parameter, never
-"the upstream". What happened upstream keeps the upstream's own status. Messages are ours: LiteLLM's text
-can carry URLs and keys, so it is read here (to find a parameter name the client sent) and never echoed.
+"the upstream". What happened upstream keeps the upstream's own status, and the upstream's own message, made
+safe (``upstream_message``), follows ours. LiteLLM's own text can carry URLs and keys: it is read here (to
+find a parameter name the client sent, or the upstream's body it quotes) and never echoed.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 import httpx
 import openai
@@ -27,6 +28,7 @@ from litellm.exceptions import (
 from litellm.types.router import RouterRateLimitError, RouterRateLimitErrorBasic
 
 from aiohttp_memproxy import errors
+from aiohttp_memproxy.llm.upstream_message import said
 from aiohttp_memproxy.outbound.transport import UPSTREAM_STATUS_HEADER, CertificateError, UpstreamRedirect
 
 log = structlog.get_logger()
@@ -172,11 +174,17 @@ def untranslatable_stream(exc: BaseException, model: str) -> errors.GatewayError
     )
 
 
-def to_proxy_error(
-    exc: BaseException, model: str, *, left: bool = True, sent: Collection[str] = ()
+def to_gateway_error(
+    exc: BaseException,
+    model: str,
+    *,
+    left: bool = True,
+    sent: Collection[str] = (),
+    secrets: Iterable[str] = (),
 ) -> errors.GatewayError:
     """One table, most specific first. ``left``: whether any request of this call tried to leave the
-    gateway; ``sent``: the parameter names the client sent (for naming the culprit of a local failure)."""
+    gateway; ``sent``: the parameter names the client sent (for naming the culprit of a local failure);
+    ``secrets``: what the upstream's message must not show (the deployments' keys and headers)."""
     if not left:
         return local_error(exc, model, sent)
     # The class and status only: enough to diagnose, nothing that could carry a key.
@@ -189,7 +197,7 @@ def to_proxy_error(
     where = f"model {model!r}"
     original = getattr(exc, "original_exception", None)
     if isinstance(exc, MidStreamFallbackError) and isinstance(original, BaseException):
-        return to_proxy_error(original, model)  # what broke the stream, not LiteLLM's wrapper
+        return to_gateway_error(original, model, secrets=secrets)  # what broke the stream, not the wrapper
     # Our transport's own errors are the truth about the connection, however LiteLLM wrapped them.
     for error in _chain(exc):
         if isinstance(error, UpstreamRedirect):
@@ -204,13 +212,21 @@ def to_proxy_error(
             return errors.UpstreamTimeout(f"{where}: the upstream timed out")
         if isinstance(error, httpx.TransportError):
             return errors.UpstreamUnreachable(f"{where}: the upstream could not be reached or broke off")
+    told = said(exc, secrets)
+
+    def words(ours: str) -> str:
+        return f"{ours}: {told}" if told else ours
+
     match exc:
         case ContextWindowExceededError():
             return errors.InvalidRequest(
-                f"{where}: the request exceeds the model's context window", code="context_length_exceeded"
+                words(f"{where}: the request exceeds the model's context window"),
+                code="context_length_exceeded",
             )
         case ContentPolicyViolationError():
-            return errors.InvalidRequest(f"{where}: the upstream refused the content", code="content_policy")
+            return errors.InvalidRequest(
+                words(f"{where}: the upstream refused the content"), code="content_policy"
+            )
         case Timeout() | httpx.TimeoutException():
             return errors.UpstreamTimeout(f"{where}: the upstream timed out")
         case APIConnectionError() | httpx.TransportError():
@@ -220,27 +236,30 @@ def to_proxy_error(
     status = _upstream_status(exc)
     match status:
         case 400 | 422:
-            return errors.InvalidRequest(f"{where}: the upstream rejected the request as invalid")
+            return errors.InvalidRequest(words(f"{where}: the upstream rejected the request as invalid"))
         case 401:
             return errors.AuthenticationFailed(
-                f"{where}: the upstream rejected the gateway's credentials", code="upstream_authentication"
+                words(f"{where}: the upstream rejected the gateway's credentials"),
+                code="upstream_authentication",
             )
         case 403:
-            return errors.PermissionDenied(f"{where}: the upstream denied access")
+            return errors.PermissionDenied(words(f"{where}: the upstream denied access"))
         case 404:
-            return errors.NotFound(f"{where}: the upstream does not know this model")
+            return errors.NotFound(words(f"{where}: the upstream does not know this model"))
         case 408 | 504:
             return errors.UpstreamTimeout(f"{where}: the upstream timed out")
         case 413:
-            return errors.RequestTooLarge(f"{where}: the upstream refused the request as too large")
+            return errors.RequestTooLarge(words(f"{where}: the upstream refused the request as too large"))
         case 429:
-            return errors.RateLimited(f"{where}: the upstream is rate limiting", headers=_retry_after(exc))
+            return errors.RateLimited(
+                words(f"{where}: the upstream is rate limiting"), headers=_retry_after(exc)
+            )
         case 503 | 529:
             return errors.ServiceUnavailable(
-                f"{where}: the upstream is unavailable", headers=_retry_after(exc)
+                words(f"{where}: the upstream is unavailable"), headers=_retry_after(exc)
             )
     if isinstance(status, int) and 500 <= status <= 599:  # the upstream's own server error, as it was
         return errors.GatewayError(
-            f"{where}: the upstream failed (status {status})", status=status, code="upstream_error"
+            words(f"{where}: the upstream failed (status {status})"), status=status, code="upstream_error"
         )
     return errors.UpstreamUnreachable(f"{where}: the upstream failed", code="upstream_error")

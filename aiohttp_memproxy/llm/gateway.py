@@ -25,7 +25,8 @@ from aiohttp_memproxy.errors import InvalidRequest
 from aiohttp_memproxy.llm import pricing, providers, router, streams
 from aiohttp_memproxy.llm.adapt import CLIENT_PARAMS, MESSAGES_PARAMS, RESPONSES_PARAMS, Adapter, Asked
 from aiohttp_memproxy.llm.clients import ClientPool
-from aiohttp_memproxy.llm.errors import UPSTREAM_ERRORS, cooling_down, to_proxy_error
+from aiohttp_memproxy.llm.errors import UPSTREAM_ERRORS, cooling_down, to_gateway_error
+from aiohttp_memproxy.llm.upstream_message import secrets_of
 from aiohttp_memproxy.outbound.call import CALL, Call
 from aiohttp_memproxy.outbound.session import Exchange
 from aiohttp_memproxy.outbound.transport import AiohttpTransport
@@ -211,7 +212,8 @@ class Gateway:
             left = outcome.attempts > before
             if left and not isinstance(exc, UPSTREAM_ERRORS):
                 raise
-            raise to_proxy_error(exc, name, left=left, sent=sent) from exc
+            secrets = secrets_of([call.group, *call.tried])
+            raise to_gateway_error(exc, name, left=left, sent=sent, secrets=secrets) from exc
         finally:
             CALL.reset(token)
 

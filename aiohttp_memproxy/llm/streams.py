@@ -12,7 +12,8 @@ import structlog
 
 from aiohttp_memproxy import errors
 from aiohttp_memproxy.dialects import anthropic, openai_chat, responses
-from aiohttp_memproxy.llm.errors import UPSTREAM_ERRORS, to_proxy_error, untranslatable_stream
+from aiohttp_memproxy.llm.errors import UPSTREAM_ERRORS, to_gateway_error, untranslatable_stream
+from aiohttp_memproxy.llm.upstream_message import secrets_of
 from aiohttp_memproxy.outbound.call import CALL, Call
 from aiohttp_memproxy.usage.outcome import read_later
 
@@ -52,7 +53,7 @@ async def items(stream: Any, call: Call) -> AsyncGenerator[Any, None]:
             yield item
             call.relayed = True
     except UPSTREAM_ERRORS as exc:
-        raise to_proxy_error(exc, call.group.name) from exc
+        raise to_gateway_error(exc, call.group.name, secrets=secrets_of([call.group, *call.tried])) from exc
     except errors.GatewayError:
         raise
     except Exception as exc:
