@@ -252,6 +252,63 @@ async def test_count_tokens_locally_for_other_upstreams(
     assert fake.seen == []  # counted here, not upstream
 
 
+COUNTED_TOOL: dict[str, Any] = {
+    "name": "get_weather",
+    "description": "The current weather of a city, with its temperature and the sky. " * 4,
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "description": "the city's name"}},
+        "required": ["city"],
+    },
+}
+COUNTED_SYSTEM = "You are a careful coding agent; answer briefly and cite the files you read. " * 4
+
+
+async def test_count_tokens_here_counts_what_the_model_will_see(
+    app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
+) -> None:
+    """Counted for a non-Anthropic model: a tool or a system prompt (string or blocks) raises the count by
+    about its size; tool calls and their results count; nothing is sent upstream."""
+    fake, _ = upstream
+    client = await app_client(gateway_settings())
+    async with sdk(client) as claude:
+
+        async def count(**extra: Any) -> int:
+            base: dict[str, Any] = {"model": "gpt-up", "messages": MESSAGES}
+            counted = await claude.messages.count_tokens(**{**base, **extra})
+            return counted.input_tokens
+
+        plain = await count()
+        tools = await count(tools=[COUNTED_TOOL])
+        system = await count(system=COUNTED_SYSTEM)
+        blocks = await count(system=[{"type": "text", "text": COUNTED_SYSTEM}])
+        conversation = await count(
+            messages=[
+                {"role": "user", "content": "Weather in Paris?"},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "text", "text": "Let me look."},
+                        {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "Paris"}},
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "t1", "content": "sunny, 20 C. " * 20}
+                    ],
+                },
+            ],
+            tools=[COUNTED_TOOL],
+        )
+    # ~4 characters a token: each addition counts about its size, never nothing.
+    assert tools - plain >= len(json.dumps(COUNTED_TOOL)) // 8
+    assert system - plain >= len(COUNTED_SYSTEM) // 8
+    assert blocks == system  # a system prompt counts the same as a string or as blocks
+    assert conversation - tools >= len("sunny, 20 C. " * 20) // 8
+    assert fake.seen == []  # counted here
+
+
 async def test_the_litellm_proxy_anthropic_prefix_serves_messages_and_count_tokens(
     app_client: AppClient, gateway_settings: Callable[..., Settings], upstream: tuple[FakeUpstream, str]
 ) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import litellm
 import structlog
 from litellm.anthropic_interface import messages as anthropic_messages
+from litellm.llms.anthropic.pass_through.adapters.transformation import LiteLLMAnthropicMessagesAdapter
 
 from aiohttp_memproxy.config.settings import ConfigError, ModelConfig, Settings
 from aiohttp_memproxy.dialects import anthropic, openai_chat, responses
@@ -37,6 +38,8 @@ from aiohttp_memproxy.usage.outcome import Outcome, read_later
 log = structlog.get_logger()
 
 DEFAULT_ANTHROPIC_BASE = "https://api.anthropic.com"
+# LiteLLM's own translation of a Messages request to chat completions (what a non-Anthropic model receives).
+MESSAGES_TO_CHAT = LiteLLMAnthropicMessagesAdapter()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
 
 
 class Gateway:
@@ -157,12 +160,8 @@ class Gateway:
         model = self._counting(resolved.config)
         litellm_model = resolved.litellm_model if model is resolved.config else model.litellm_model
         if model.provider != "anthropic":
-            messages = list(request.get("messages") or [])
-            if isinstance(request.get("system"), str):
-                messages.insert(0, {"role": "system", "content": request["system"]})
-            with self._call(resolved, ["messages", "system"], outcome):
-                count = litellm.token_counter(model=litellm_model, messages=messages)
-            return {"input_tokens": int(count)}
+            with self._call(resolved, list(request), outcome):
+                return {"input_tokens": _count_here(request, model, litellm_model)}
         base = str(model.params.get("api_base") or DEFAULT_ANTHROPIC_BASE).rstrip("/")
         url = base if base.endswith("/v1/messages/count_tokens") else f"{base}/v1/messages/count_tokens"
         upstream_headers = {
@@ -291,6 +290,25 @@ class Gateway:
         if self.router is not None:
             self.router.discard()
         await self.clients.aclose()
+
+
+def _count_here(request: Mapping[str, Any], model: ModelConfig, litellm_model: str) -> int:
+    """A Messages request's input tokens as the model will see them: translated as LiteLLM translates it
+    for this provider (system, every content kind, tool definitions, tool calls and results), then counted
+    by LiteLLM's tokenizer for the model. An image counts LiteLLM's default, never fetched."""
+    translated, _ = MESSAGES_TO_CHAT.translate_anthropic_to_openai(
+        {**request, "model": litellm_model},  # type: ignore[typeddict-item]
+        custom_llm_provider=model.provider,
+    )
+    return int(
+        litellm.token_counter(
+            model=litellm_model,
+            messages=translated["messages"],
+            tools=translated.get("tools"),
+            tool_choice=translated.get("tool_choice"),
+            use_default_image_token_count=True,
+        )
+    )
 
 
 def _asked_usage(request: Mapping[str, Any]) -> bool:
