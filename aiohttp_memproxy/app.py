@@ -17,6 +17,7 @@ from aiohttp_memproxy.server import (
     chat,
     connections,
     forward,
+    gemini,
     messages,
     middlewares,
     model_list,
@@ -28,7 +29,7 @@ from aiohttp_memproxy.usage.metrics import Metrics
 
 MIB = 1024 * 1024
 # The APIs served through LiteLLM (mode sdk); forward mode proxies these paths raw instead.
-MODEL_APIS = (model_list.routes, chat.routes, messages.routes, responses.routes)
+MODEL_APIS = (model_list.routes, chat.routes, messages.routes, responses.routes, gemini.routes)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -19,7 +19,7 @@ from litellm.llms.openai.common_utils import BaseOpenAILLM
 
 from aiohttp_memproxy.app import create_app
 from aiohttp_memproxy.config.settings import ConfigError, Settings
-from aiohttp_memproxy.llm import patches
+from aiohttp_memproxy.llm import patches, providers
 from aiohttp_memproxy.llm.patches import SeamError
 from tests.conftest import MESSAGES, UPSTREAM_KEY, AppClient, base_config, post
 from tests.fake_upstream import FakeUpstream
@@ -146,16 +146,19 @@ async def test_provider_with_a_session_of_its_own_is_refused_at_startup(
 
 
 async def test_provider_needing_a_package_not_installed_is_refused_at_startup(
-    make_settings: Callable[..., Settings],
+    app_client: AppClient, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """vertex_ai/ needs google-auth, a dependency of the gateway: served. In an installation without it (as
+    if it were missing here), refused at startup, naming the package."""
     params = {"model": "vertex_ai/gemini-2.5-pro", "vertex_project": "p", "vertex_location": "us-central1"}
-    error = await refused(
-        make_settings(base_config(model_list=[{"model_name": "v", "litellm_params": params}]))
-    )
+    settings = make_settings(base_config(model_list=[{"model_name": "v", "litellm_params": params}]))
+    assert (await (await app_client(settings)).get("/v1/models")).status == 200
+    monkeypatch.setattr(providers, "_installed", lambda module: module != "google.auth")
+    error = await refused(settings)
     assert isinstance(error, ConfigError)
     assert error.errors == (
         "model_list[0].litellm_params.model: LiteLLM serves vertex_ai/ only with the google-auth package, "
-        "which this gateway does not install (model 'v')",
+        "which is not installed here (model 'v')",
     )
 
 

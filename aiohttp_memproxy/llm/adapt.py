@@ -52,6 +52,18 @@ MESSAGES_PARAMS = frozenset(
         "output_config",
     }
 )
+# What a client may set in a Gemini generateContent request (Google's REST fields); the model is the path's.
+GEMINI_PARAMS = frozenset(
+    {
+        "contents",
+        "generationConfig",
+        "systemInstruction",
+        "tools",
+        "toolConfig",
+        "safetySettings",
+        "cachedContent",
+    }
+)
 # Forwarded byte for byte to an Anthropic upstream (LiteLLM would sort and merge the betas).
 ANTHROPIC_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
 # litellm_params we hand over ourselves, or that LiteLLM must not see as kwargs.
@@ -65,7 +77,7 @@ class Asked:
     """What the client asked, whichever deployment answers it: the route, the parameters handed to LiteLLM,
     the memory user, and the client's own Anthropic headers."""
 
-    route: Literal["chat", "messages", "responses"]
+    route: Literal["chat", "messages", "responses", "gemini"]
     given: Mapping[str, Any]
     decision: MemoryDecision | None = None
     client_headers: Mapping[str, str] = field(default_factory=dict)

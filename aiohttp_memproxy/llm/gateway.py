@@ -17,14 +17,23 @@ from typing import Any
 
 import litellm
 import structlog
+from litellm import google_genai
 from litellm.anthropic_interface import messages as anthropic_messages
+from litellm.google_genai.adapters.transformation import GoogleGenAIAdapter
 from litellm.llms.anthropic.pass_through.adapters.transformation import LiteLLMAnthropicMessagesAdapter
 
 from aiohttp_memproxy.config.settings import ConfigError, ModelConfig, Settings
-from aiohttp_memproxy.dialects import anthropic, openai_chat, responses
+from aiohttp_memproxy.dialects import anthropic, gemini, openai_chat, responses
 from aiohttp_memproxy.errors import InvalidRequest
 from aiohttp_memproxy.llm import pricing, providers, router, streams
-from aiohttp_memproxy.llm.adapt import CLIENT_PARAMS, MESSAGES_PARAMS, RESPONSES_PARAMS, Adapter, Asked
+from aiohttp_memproxy.llm.adapt import (
+    CLIENT_PARAMS,
+    GEMINI_PARAMS,
+    MESSAGES_PARAMS,
+    RESPONSES_PARAMS,
+    Adapter,
+    Asked,
+)
 from aiohttp_memproxy.llm.clients import ClientPool
 from aiohttp_memproxy.llm.errors import UPSTREAM_ERRORS, cooling_down, to_gateway_error
 from aiohttp_memproxy.llm.upstream_message import secrets_of
@@ -38,7 +47,8 @@ from aiohttp_memproxy.usage.outcome import Outcome, read_later
 log = structlog.get_logger()
 
 DEFAULT_ANTHROPIC_BASE = "https://api.anthropic.com"
-# LiteLLM's own translation of a Messages request to chat completions (what a non-Anthropic model receives).
+# LiteLLM's own translations to chat completions (what a model of another provider receives).
+GEMINI_TO_CHAT = GoogleGenAIAdapter()
 MESSAGES_TO_CHAT = LiteLLMAnthropicMessagesAdapter()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
 
 
@@ -145,6 +155,58 @@ class Gateway:
             outcome.later = read_later(responses.usage, getattr(answer, "usage", None))
         text: str = answer.model_dump_json(exclude_none=True, warnings=False)
         return text
+
+    async def generate_content(
+        self,
+        resolved: ResolvedModel,
+        request: Mapping[str, Any],
+        decision: MemoryDecision,
+        outcome: Outcome,
+        stream: bool,
+    ) -> dict[str, Any] | AsyncGenerator[bytes, None]:
+        """Google's ``generateContent`` (``litellm.google_genai``): the response, or, for
+        ``streamGenerateContent``, its SSE frames as they come. Native to gemini/ and vertex_ai/, translated
+        to chat completions for every other provider."""
+        given = {key: value for key, value in request.items() if key in GEMINI_PARAMS}
+        asked = Asked("gemini", given, decision)
+        method, direct = (
+            ("agenerate_content_stream", google_genai.agenerate_content_stream)
+            if stream
+            else ("agenerate_content", google_genai.agenerate_content)
+        )
+        with self._call(resolved, given, outcome) as call:
+            answer = await self._ask(resolved, asked, call, method, direct)
+        if stream:
+            return streams.gemini_frames(answer, call)
+        dump = getattr(answer, "model_dump", None)
+        whole: dict[str, Any] = (
+            dump(mode="json", exclude_none=True, warnings=False) if callable(dump) else dict(answer)
+        )
+        if outcome.metered:
+            outcome.later = read_later(gemini.usage, whole.get("usageMetadata"))
+        return whole
+
+    async def count_gemini_tokens(
+        self, resolved: ResolvedModel, request: Mapping[str, Any], decision: MemoryDecision, outcome: Outcome
+    ) -> dict[str, Any]:
+        """Google's ``countTokens``, counted here for every provider: the request translated as LiteLLM
+        translates it to chat completions (contents, systemInstruction, tools), counted by LiteLLM's
+        tokenizer for the model."""
+        given = {key: value for key, value in request.items() if key in GEMINI_PARAMS}
+        if isinstance(request.get("generateContentRequest"), dict):  # countTokens may wrap a whole request
+            given = {k: v for k, v in request["generateContentRequest"].items() if k in GEMINI_PARAMS}
+        with self._call(resolved, list(given), outcome):
+            rest = {key: value for key, value in given.items() if key not in ("contents", "generationConfig")}
+            translated = GEMINI_TO_CHAT.translate_generate_content_to_completion(
+                resolved.litellm_model, given.get("contents") or [], given.get("generationConfig"), **rest
+            )
+            counted = litellm.token_counter(
+                model=resolved.litellm_model,
+                messages=translated.get("messages") or [],
+                tools=translated.get("tools"),
+                use_default_image_token_count=True,
+            )
+        return {"totalTokens": int(counted)}
 
     async def count_tokens(
         self,

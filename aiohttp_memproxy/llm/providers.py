@@ -88,8 +88,8 @@ def _problem(index: int, model: ModelConfig) -> str | None:
         )
     if found.package is not None and not _installed(found.package[0]):
         return (
-            f"{where}: LiteLLM serves {model.provider}/ only with the {found.package[1]} package, which this "
-            f"gateway does not install (model {model.name!r})"
+            f"{where}: LiteLLM serves {model.provider}/ only with the {found.package[1]} package, which is "
+            f"not installed here (model {model.name!r})"
         )
     try:
         litellm.get_llm_provider(

@@ -9,13 +9,17 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import structlog
+from litellm.google_genai.adapters.transformation import GoogleGenAIAdapter, GoogleGenAIStreamWrapper
 
 from aiohttp_memproxy import errors
-from aiohttp_memproxy.dialects import anthropic, openai_chat, responses
+from aiohttp_memproxy.dialects import anthropic, gemini, openai_chat, responses
 from aiohttp_memproxy.llm.errors import UPSTREAM_ERRORS, to_gateway_error, untranslatable_stream
 from aiohttp_memproxy.llm.upstream_message import secrets_of
 from aiohttp_memproxy.outbound.call import CALL, Call
 from aiohttp_memproxy.usage.outcome import read_later
+
+# LiteLLM's translation of chat completions chunks to Gemini's.
+CHAT_TO_GEMINI = GoogleGenAIAdapter()
 
 
 def answered(call: Call) -> None:
@@ -144,6 +148,40 @@ async def responses_events(answer: Any, call: Call) -> AsyncGenerator[bytes, Non
             if outcome.metered and data.get("type") == "response.completed":
                 outcome.later = read_later(responses.usage, (data.get("response") or {}).get("usage"))
             yield responses.event(data)
+
+
+async def gemini_frames(answer: Any, call: Call) -> AsyncGenerator[bytes, None]:
+    """A Gemini stream's SSE frames as they arrive. Native (gemini/, vertex_ai/): the upstream's frames as
+    they are. Bridged: each chat completions chunk of the wrapped stream translated as LiteLLM's wrapper
+    translates it; the wrapper itself is not iterated, as it ends quietly on any error (a failure would look
+    like the end of the answer), except once the stream is over, for the tool calls it still holds."""
+    outcome = call.outcome
+    if isinstance(answer, dict):  # answered whole (mock_response): one frame
+        if outcome.metered:
+            outcome.tokens = gemini.usage(answer.get("usageMetadata"))
+        yield gemini.frame(answer)
+        return
+    if isinstance(answer, GoogleGenAIStreamWrapper):
+        async with contextlib.aclosing(items(answer.completion_stream, call)) as chunks:
+            async for chunk in chunks:
+                translated = CHAT_TO_GEMINI.translate_streaming_completion_to_generate_content(chunk, answer)
+                if translated:
+                    if outcome.metered and "usageMetadata" in translated:
+                        outcome.tokens = gemini.usage(translated["usageMetadata"])
+                    yield gemini.frame(translated)
+        rest = await answer.__anext__() if answer.accumulated_tool_calls else None  # type: ignore[no-untyped-call]  # litellm leaves it untyped
+        if rest:
+            yield gemini.frame(rest)
+        return
+    reader = gemini.StreamUsage() if outcome.metered else None
+    if reader is not None:
+        outcome.later = reader.read
+    async with contextlib.aclosing(items(answer, call)) as frames:
+        async for data in frames:
+            frame = data if isinstance(data, bytes) else str(data).encode()
+            if reader is not None:
+                reader.feed(frame)
+            yield frame
 
 
 def _kept_chunks(stream: Any) -> list[Any]:

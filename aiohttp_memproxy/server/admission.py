@@ -46,6 +46,8 @@ MODEL_PATHS = frozenset(
         "/anthropic/v1/messages/count_tokens",
     }
 )
+# Google's Gemini API: the model and the method are in the path.
+GEMINI_CALL = re.compile(r"(/gemini)?/v1beta/models/.+:(generateContent|streamGenerateContent|countTokens)")
 LOOPBACK_NAMES = frozenset({"localhost"})
 HOST_REFUSED = (
     "this request's Host header names another host than this gateway's (a DNS-rebinding page?): only "
@@ -187,7 +189,7 @@ async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
                 return _preflight(request, allowed)
     if (
         request.method == hdrs.METH_POST
-        and request.path in MODEL_PATHS
+        and (request.path in MODEL_PATHS or GEMINI_CALL.fullmatch(request.path))
         and request.content_type != "application/json"
     ):
         raise UnsupportedMediaType(NOT_JSON)

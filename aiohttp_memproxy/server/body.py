@@ -71,6 +71,41 @@ def checked_body(route: schemas.Route, raw: bytes) -> dict[str, Any]:
     return body
 
 
+def checked_gemini_body(route: str, raw: bytes) -> dict[str, Any]:
+    """A Gemini request's body: a JSON object whose ``contents`` (or, for countTokens, a wrapped
+    ``generateContentRequest``'s) is a non-empty array of objects, and whose other fields have their JSON
+    kinds. The model is the path's."""
+    body = parse(raw)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    checked = body
+    if (
+        route == "gemini_count"
+        and "contents" not in body
+        and isinstance(body.get("generateContentRequest"), dict)
+    ):
+        checked = body["generateContentRequest"]
+    _require(checked, "contents", list, "a non-empty array")
+    for index, content in enumerate(checked["contents"]):
+        if not isinstance(content, dict):
+            raise InvalidRequest(f"contents[{index}] must be an object", param=f"contents[{index}]")
+    for name, kind, what in GEMINI_FIELDS:
+        if name in checked and not isinstance(checked[name], kind):
+            raise InvalidRequest(f"{name} must be {what}", param=name)
+    return body
+
+
+# Gemini request fields and their JSON kinds (Google's REST reference).
+GEMINI_FIELDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
+    ("generationConfig", dict, "an object"),
+    ("systemInstruction", (dict, str), "an object"),
+    ("tools", list, "an array"),
+    ("toolConfig", dict, "an object"),
+    ("safetySettings", list, "an array"),
+    ("cachedContent", str, "a string"),
+)
+
+
 def _require(body: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> None:
     value = body.get(name)
     if value is None:

@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from aiohttp_memproxy.dialects import Dialect, anthropic, openai_chat
+from aiohttp_memproxy.dialects import Dialect, anthropic, gemini, openai_chat
 from aiohttp_memproxy.errors import AuthenticationFailed, GatewayError
 from aiohttp_memproxy.keys import (
     DIALECT,
@@ -39,19 +39,22 @@ REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 ANTHROPIC_PREFIXES = ("/v1/messages", "/messages", "/api/event_logging", "/anthropic/")
 MODEL_LIST_PATHS = ("/v1/models", "/models")
+GEMINI_PREFIXES = ("/v1beta/", "/gemini/")
 # Reachable without the master key wherever the gateway listens: probes, and Claude Code's start-up ping.
 # /ui is the status page's shell (no data: /ui/data, which needs the key, has it).
 PUBLIC_PATHS = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness", "/api/hello", "/ui"})
 # Reachable without the key only on a loopback address: they show no secret, but they do show the config's
 # path, variable names, cookie names, memory users and traffic, which are nobody else's business.
 LOOPBACK_PUBLIC_PATHS = frozenset({"/health", "/memory-routing/info", "/metrics"})
-KEY_HEADERS = ("x-api-key", "x-litellm-api-key", "api-key")
+KEY_HEADERS = ("x-api-key", "x-litellm-api-key", "api-key", "x-goog-api-key")
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away", used in the log line only
 
 
 def dialect_of(request: web.Request) -> Dialect:
     """Anthropic for the Messages API, and for the model list when the caller speaks Anthropic."""
     path = request.path
+    if path.startswith(GEMINI_PREFIXES):
+        return "gemini"
     if path.startswith(ANTHROPIC_PREFIXES):
         return "anthropic"
     if path.startswith(MODEL_LIST_PATHS) and "anthropic-version" in request.headers:
@@ -60,7 +63,13 @@ def dialect_of(request: web.Request) -> Dialect:
 
 
 def error_response(error: GatewayError, dialect: Dialect) -> web.Response:
-    body = anthropic.error_body(error) if dialect == "anthropic" else openai_chat.error_body(error)
+    match dialect:
+        case "anthropic":
+            body = anthropic.error_body(error)
+        case "gemini":
+            body = gemini.error_body(error)
+        case _:
+            body = openai_chat.error_body(error)
     return web.json_response(body, status=error.status, headers=error.headers)
 
 
@@ -140,6 +149,8 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 def presented_keys(request: web.Request) -> list[str]:
     keys = [request.headers[name] for name in KEY_HEADERS if name in request.headers]
+    if request[DIALECT] == "gemini" and "key" in request.query:  # Google's ?key=, on its routes only
+        keys.append(request.query["key"])
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         keys.append(token.strip())
@@ -156,7 +167,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     presented = presented_keys(request)
     if not presented:
         raise AuthenticationFailed(
-            "missing API key: send the gateway's master key as 'Authorization: Bearer <key>' or 'x-api-key'"
+            "missing API key: send the gateway's master key as 'Authorization: Bearer <key>' or 'x-api-key' "
+            "(Gemini clients: 'x-goog-api-key')"
         )
     expected = master_key.encode()
     accepted = False

@@ -10,6 +10,8 @@ CLIENT_FAMILIES = (
     ("claude-cli", re.compile(r"^(claude-cli|Claude Code)", re.IGNORECASE)),
     ("PyCharm", re.compile(r"^OpenAIClientImpl/Java|JetBrains|PyCharm|IntelliJ", re.IGNORECASE)),
     ("Codex", re.compile(r"^codex[_-]", re.IGNORECASE)),
+    ("gemini-cli", re.compile(r"^GeminiCLI/", re.IGNORECASE)),
+    ("google-genai-sdk", re.compile(r"google-genai-sdk/", re.IGNORECASE)),
     ("openai-sdk", re.compile(r"^(OpenAI/|AsyncOpenAI/)", re.IGNORECASE)),
     ("anthropic-sdk", re.compile(r"^(Anthropic/|AsyncAnthropic/)", re.IGNORECASE)),
 )
