@@ -220,3 +220,30 @@ def cohere_lines(pieces: list[str]) -> list[bytes]:
         {"type": "message-end", "event": "message-end", "delta": end, "data": {"delta": end}},
     ]
     return [json.dumps(event).encode() + b"\n" for event in events]
+
+
+# What a model answers when a JSON schema is asked for (Gemini CLI's classifier asks one): the smallest value
+# of the schema's shape, as JSON text.
+def schema_example(schema: Any) -> Any:
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = str(schema.get("type", "object")).lower()
+    if kind == "object":
+        return {name: schema_example(sub) for name, sub in (schema.get("properties") or {}).items()}
+    return {"string": "x", "integer": 1, "number": 1, "boolean": True, "array": []}.get(kind)
+
+
+def asked_schema(body: dict[str, Any]) -> Any:
+    """The JSON schema a request asks its answer to follow, in any dialect; None if it asks none."""
+    config = body.get("generationConfig") or {}
+    if config.get("responseMimeType") == "application/json":
+        return config.get("responseJsonSchema") or config.get("responseSchema") or {}
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        return (response_format.get("json_schema") or {}).get("schema") or {}
+    output_format = body.get("output_format") or (body.get("output_config") or {}).get("format") or {}
+    if output_format.get("type") == "json_schema":
+        return output_format.get("schema") or {}
+    return None

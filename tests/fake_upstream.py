@@ -126,10 +126,16 @@ class FakeUpstream:
         await response.write_eof()
         return response
 
+    def _pieces(self, body: dict[str, Any]) -> list[str]:
+        """The answer's text: the reply, or, where the request asks for JSON of a schema, that JSON."""
+        schema = fake_dialects.asked_schema(body)
+        return self.reply if schema is None else [json.dumps(fake_dialects.schema_example(schema))]
+
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body, early = await self._intercept(request)
         if early is not None:
             return early
+        pieces = self._pieces(body)
         model, created = body.get("model", "m"), int(time.time())
         # A tool is called once: after its result comes back (the last message), the answer is text.
         answered = bool(body.get("messages")) and body["messages"][-1].get("role") == "tool"
@@ -156,7 +162,7 @@ class FakeUpstream:
                             # Text, then the call: as the stream below, and as real models often answer.
                             "message": {
                                 "role": "assistant",
-                                "content": "".join(self.reply),
+                                "content": "".join(pieces),
                                 "tool_calls": [call],
                             },
                             "finish_reason": "tool_calls",
@@ -175,7 +181,7 @@ class FakeUpstream:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": "".join(self.reply)},
+                            "message": {"role": "assistant", "content": "".join(pieces)},
                             "finish_reason": "stop",
                         }
                     ],
@@ -196,7 +202,7 @@ class FakeUpstream:
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
         events = [chunk({"role": "assistant", "content": ""})]
-        events += [chunk({"content": piece}) for piece in self.reply]
+        events += [chunk({"content": piece}) for piece in pieces]
         if tool:
             arguments = json.dumps(TOOL_INPUT)
             start = {
@@ -238,11 +244,18 @@ class FakeUpstream:
         body, early = await self._intercept(request)
         if early is not None:
             return early
+        pieces = self._pieces(body)
         model = body.get("model", "claude")
         thinking = bool(body.get("thinking"))
         last = body["messages"][-1].get("content") if body.get("messages") else None
         answered = isinstance(last, list) and any(block.get("type") == "tool_result" for block in last)
         tool = body["tools"][0]["name"] if body.get("tools") and self.call_tools and not answered else None
+        tool_input: Any = TOOL_INPUT
+        choice = body.get("tool_choice") or {}
+        if choice.get("type") == "tool":  # a forced tool is called, as a model does (LiteLLM's JSON mode)
+            tool = choice["name"]
+            schema = next((t["input_schema"] for t in body.get("tools") or () if t.get("name") == tool), {})
+            tool_input = fake_dialects.schema_example(schema)
         usage = {
             "input_tokens": 5,
             "output_tokens": 3,
@@ -252,9 +265,9 @@ class FakeUpstream:
         content: list[dict[str, Any]] = []
         if thinking:
             content.append({"type": "thinking", "thinking": "Let me think.", "signature": SIGNATURE})
-        content.append({"type": "text", "text": "".join(self.reply)})
+        content.append({"type": "text", "text": "".join(pieces)})
         if tool:
-            content.append({"type": "tool_use", "id": "toolu_1", "name": tool, "input": TOOL_INPUT})
+            content.append({"type": "tool_use", "id": "toolu_1", "name": tool, "input": tool_input})
         stop_reason = "tool_use" if tool else "end_turn"
         if not body.get("stream"):
             return web.json_response(
@@ -302,12 +315,12 @@ class FakeUpstream:
         events.append(
             event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
         )
-        events += [delta(index, {"type": "text_delta", "text": piece}) for piece in self.reply]
+        events += [delta(index, {"type": "text_delta", "text": piece}) for piece in pieces]
         events.append(event("content_block_stop", {"index": index}))
         if tool:
             index += 1
             block = {"type": "tool_use", "id": "toolu_1", "name": tool, "input": {}}
-            arguments = json.dumps(TOOL_INPUT)
+            arguments = json.dumps(tool_input)
             events += [
                 event("content_block_start", {"index": index, "content_block": block}),
                 delta(index, {"type": "input_json_delta", "partial_json": arguments[:10]}),
@@ -327,6 +340,7 @@ class FakeUpstream:
         body, early = await self._intercept(request)
         if early is not None:
             return early
+        pieces = self._pieces(body)
         model = body.get("model", "m")
         # A tool is called once: after its output comes back (the last input item), the answer is text.
         items = body.get("input") if isinstance(body.get("input"), list) else []
@@ -336,16 +350,17 @@ class FakeUpstream:
             (tools[0]["name"], json.dumps(TOOL_INPUT)) if tools and self.call_tools and not answered else None
         )
         if not body.get("stream"):
-            return web.json_response(fake_dialects.response_object(model, "".join(self.reply), call=call))
-        return await self._sse(request, fake_dialects.response_events(model, self.reply, call))
+            return web.json_response(fake_dialects.response_object(model, "".join(pieces), call=call))
+        return await self._sse(request, fake_dialects.response_events(model, pieces, call))
 
     async def gemini(self, request: web.Request) -> web.StreamResponse:
-        _, early = await self._intercept(request)
+        body, early = await self._intercept(request)
         if early is not None:
             return early
+        pieces = self._pieces(body)
         if request.match_info["action"].endswith(":generateContent"):
-            return web.json_response(fake_dialects.gemini_chunk("".join(self.reply), "STOP"))
-        return await self._sse(request, fake_dialects.gemini_events(self.reply))
+            return web.json_response(fake_dialects.gemini_chunk("".join(pieces), "STOP"))
+        return await self._sse(request, fake_dialects.gemini_events(pieces))
 
     async def ollama(self, request: web.Request) -> web.StreamResponse:
         body, early = await self._intercept(request)

@@ -6,6 +6,7 @@ fake upstream behind its cookie gate; telemetry and update checks are switched o
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from aiohttp_memproxy.config.settings import Settings
+from tests import fake_dialects
 from tests.conftest import MASTER_KEY, REPO, UPSTREAM_KEY, AppClient, base_config
 from tests.fake_upstream import FakeUpstream
 
@@ -174,5 +176,76 @@ async def test_codex_cli(
         assert sent["prompt_cache_key"]
         assert sent["input"][0]["role"] == "developer"
         assert any(tool["name"] == "exec_command" for tool in sent["tools"])
+    assert fake.challenges == 1
+    assert all(fake.with_cookie[1:]), fake.with_cookie
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("provider", "path"),
+    [("gemini", ":streamGenerateContent"), ("anthropic", "/v1/messages"), ("openai", "/v1/chat/completions")],
+)
+@pytest.mark.parametrize("model", [None, "gemini-2.5-flash"])
+async def test_gemini_cli(
+    app_client: AppClient,
+    make_settings: Callable[..., Settings],
+    upstream: tuple[FakeUpstream, str],
+    tmp_path: Path,
+    provider: str,
+    path: str,
+    model: str | None,
+) -> None:
+    """``gemini -p`` with GOOGLE_GEMINI_BASE_URL at the gateway and its key in GEMINI_API_KEY, in its default
+    mode (no -m: a classifier model first, then its default model) and with -m; every Gemini id it uses goes,
+    through a wildcard, to a Gemini upstream natively, or bridged to an Anthropic or an OpenAI one."""
+    gemini = cli("gemini")
+    fake, url = upstream
+    fake.gate = True
+    fake.call_tools = False  # a plain answer: the CLI would run a tool call for real
+    params = {
+        "gemini": {"model": "gemini/gemini-up", "api_base": url},
+        "anthropic": {"model": "anthropic/claude-up", "api_base": url},
+        "openai": {"model": "openai/gpt-up", "api_base": f"{url}/v1"},
+    }[provider]
+    doc = base_config(
+        model_list=[{"model_name": "gemini-*", "litellm_params": {**params, "api_key": UPSTREAM_KEY}}],
+        general_settings={"master_key": MASTER_KEY},
+        litellm_settings={"drop_params": True},
+        user_id_mappings={
+            "header_patterns": [{"header": "user-agent", "pattern": "^GeminiCLI", "user_id": "gemini-cli"}]
+        },
+        memproxy={"retry_base_delay_s": 0},
+    )
+    client = await app_client(make_settings(doc))
+    home = tmp_path / "home"
+    (home / ".gemini").mkdir(parents=True)
+    # No update check, no telemetry, no usage statistics: nothing leaves loopback.
+    (home / ".gemini" / "settings.json").write_text(
+        json.dumps(
+            {
+                "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+                "privacy": {"usageStatisticsEnabled": False},
+                "telemetry": {"enabled": False},
+                "security": {"auth": {"selectedType": "gemini-api-key"}},
+            }
+        )
+    )
+    env = cli_env(
+        home,
+        GOOGLE_GEMINI_BASE_URL=str(client.make_url("")).rstrip("/"),
+        GEMINI_API_KEY=MASTER_KEY,
+        GEMINI_CLI_NO_RELAUNCH="true",
+    )
+    command = [str(gemini), "--skip-trust", "-p", "Say hello.", *(["-m", model] if model else [])]
+    code, out, err = await run(command, env, tmp_path)
+    assert code == 0, (out, err)
+    assert "Hello from upstream" in out
+    assert any(seen.path.endswith(path) for seen in fake.seen), [seen.path for seen in fake.seen]
+    if model is None:  # without -m, its classifier asked first for JSON of a schema (LiteLLM: a forced tool)
+        assert any(
+            fake_dialects.asked_schema(seen.body) is not None
+            or (seen.body.get("tool_choice") or {}).get("name") == "json_tool_call"
+            for seen in fake.seen
+        )
     assert fake.challenges == 1
     assert all(fake.with_cookie[1:]), fake.with_cookie
