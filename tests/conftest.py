@@ -246,7 +246,13 @@ def sse_frames(text: str) -> list[str]:
     return [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]
 
 
-SECRET_VARIABLES = ("MEMPROXY_MASTER_KEY", "ANTHROPIC_API_KEY", "SUPERMEMORY_API_KEY", "OPENAI_API_KEY")
+SECRET_VARIABLES = (
+    "MEMPROXY_MASTER_KEY",
+    "ANTHROPIC_API_KEY",
+    "SUPERMEMORY_API_KEY",
+    "OPENAI_API_KEY",
+    "GEMINI_API_KEY",
+)
 
 
 @pytest.fixture

@@ -42,10 +42,12 @@ def test_shipped_config_loads_with_no_keys(tmp_path: Path) -> None:
         ("^OpenAIClientImpl/Java", "pycharm-ai"),
         ("^anthropic-sdk-python", "anthropic-python"),
         ("^codex[_-]", "codex"),
+        ("^GeminiCLI/", "gemini-cli"),
     } <= patterns
     router = MemoryRouting(settings.routing)
     for agent in ("codex_exec/0.169.0 (Debian 12; x86_64) dumb", "codex_cli_rs/0.169.0", "codex-tui/0.169.0"):
         assert router.decide({"user-agent": agent}).user_id == "codex"
+    assert router.decide({"user-agent": "GeminiCLI/0.61.0/gemini-2.5-pro (linux; x64)"}).user_id == "gemini-cli"
     by_name = {m.name: m for m in settings.models}
     assert by_name["claude-sonnet-4-5"].supermemory
     assert not by_name["claude-sonnet-4-5-direct"].supermemory
@@ -58,6 +60,7 @@ def test_shipped_config_with_keys_enables_every_model(tmp_path: Path) -> None:
         "ANTHROPIC_API_KEY": "a",
         "SUPERMEMORY_API_KEY": "s",
         "OPENAI_API_KEY": "o",
+        "GEMINI_API_KEY": "g",
         "MEMPROXY_MASTER_KEY": "m" * 32,
     }
     settings = load_settings(SHIPPED_CONFIG, env)
