@@ -267,3 +267,18 @@ def child_env(tmp_path: Path) -> dict[str, str]:
     env.pop("STATE_DIRECTORY", None)
     env.pop("XDG_STATE_HOME", None)
     return env
+
+
+@pytest.fixture
+def upstreams(aiohttp_server: Any) -> Callable[[int], Any]:
+    """n fake upstreams on loopback: [(fake, base url)]."""
+
+    async def start(count: int) -> list[tuple[FakeUpstream, str]]:
+        started = []
+        for _ in range(count):
+            fake = FakeUpstream()
+            server: TestServer = await aiohttp_server(fake.app())
+            started.append((fake, str(server.make_url("")).rstrip("/")))
+        return started
+
+    return start

@@ -107,8 +107,13 @@ def response_events(model: str, pieces: list[str], call: tuple[str, str] | None 
 
 
 # Gemini (generateContent, streamGenerateContent?alt=sse).
-def gemini_chunk(text: str, finish: str | None = None, usage: bool = True) -> dict[str, Any]:
-    candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}
+def gemini_chunk(
+    text: str, finish: str | None = None, usage: bool = True, call: tuple[str, Any] | None = None
+) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"text": text}]
+    if call is not None:
+        parts.append({"functionCall": {"name": call[0], "args": call[1]}})
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
     if finish:
         candidate["finishReason"] = finish
     chunk: dict[str, Any] = {"candidates": [candidate], "modelVersion": "gemini-fake"}
@@ -121,9 +126,9 @@ def gemini_chunk(text: str, finish: str | None = None, usage: bool = True) -> di
     return chunk
 
 
-def gemini_events(pieces: list[str]) -> list[bytes]:
+def gemini_events(pieces: list[str], call: tuple[str, Any] | None = None) -> list[bytes]:
     chunks = [gemini_chunk(piece, usage=False) for piece in pieces[:-1]]
-    chunks.append(gemini_chunk(pieces[-1], "STOP"))
+    chunks.append(gemini_chunk(pieces[-1], "STOP", call=call))
     return [b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in chunks]
 
 

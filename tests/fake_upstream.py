@@ -358,9 +358,14 @@ class FakeUpstream:
         if early is not None:
             return early
         pieces = self._pieces(body)
+        # A function is called once: after its response comes back (the last content), the answer is text.
+        last = (body.get("contents") or [{}])[-1].get("parts") or []
+        answered = any("functionResponse" in part for part in last)
+        declared = [d for tool in body.get("tools") or () for d in tool.get("functionDeclarations") or ()]
+        call = (declared[0]["name"], TOOL_INPUT) if declared and self.call_tools and not answered else None
         if request.match_info["action"].endswith(":generateContent"):
-            return web.json_response(fake_dialects.gemini_chunk("".join(pieces), "STOP"))
-        return await self._sse(request, fake_dialects.gemini_events(pieces))
+            return web.json_response(fake_dialects.gemini_chunk("".join(pieces), "STOP", call=call))
+        return await self._sse(request, fake_dialects.gemini_events(pieces, call))
 
     async def ollama(self, request: web.Request) -> web.StreamResponse:
         body, early = await self._intercept(request)

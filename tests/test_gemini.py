@@ -19,7 +19,7 @@ from aiohttp_memproxy.keys import LEDGER
 from aiohttp_memproxy.usage import ledger
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, AppClient, base_config, models_at
 from tests.fake_dialects import USAGE_IN, USAGE_OUT
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import TOOL_INPUT, FakeUpstream, Scripted
 
 MODELS = ["gemini-up", "claude-up", "gpt-up"]  # native, bridged to Messages, bridged to chat completions
 
@@ -187,3 +187,82 @@ async def test_the_litellm_proxy_gemini_prefix_and_the_ledger(
     row = rows[0]
     assert (row.client, row.model, row.status) == ("gemini-cli", "gemini-up", 200)
     assert (row.input_tokens, row.output_tokens) == (USAGE_IN, USAGE_OUT)
+
+
+WEATHER = types.Tool(
+    function_declarations=[
+        types.FunctionDeclaration(
+            name="get_weather",
+            description="Weather for a city",
+            parameters_json_schema={
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        )
+    ]
+)
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_function_calls_round_trip(
+    app_client: AppClient, gemini_settings: Settings, upstream: tuple[FakeUpstream, str], model: str
+) -> None:
+    """A declared function is called (natively, or as a tool call of the bridged provider, streamed too);
+    its response goes back and the answer is text."""
+    client = await app_client(gemini_settings)
+    gemini = sdk(client).aio
+    config = types.GenerateContentConfig(tools=[WEATHER])
+    asked = types.Content(role="user", parts=[types.Part(text="Weather in Paris?")])
+    first = await gemini.models.generate_content(model=model, contents=[asked], config=config)
+    [call] = first.function_calls or []
+    assert (call.name, call.args) == ("get_weather", TOOL_INPUT)
+    streamed = [
+        chunk
+        async for chunk in await gemini.models.generate_content_stream(
+            model=model, contents=[asked], config=config
+        )
+    ]
+    calls = [c for chunk in streamed for c in chunk.function_calls or []]
+    assert [(c.name, c.args) for c in calls] == [("get_weather", TOOL_INPUT)]
+    replied = types.Content(
+        role="user",
+        parts=[types.Part.from_function_response(name="get_weather", response={"forecast": "sunny"})],
+    )
+    called = first.candidates[0].content if first.candidates else None
+    assert called is not None
+    answer = await gemini.models.generate_content(
+        model=model, contents=[asked, called, replied], config=config
+    )
+    assert answer.text == "Hello from upstream"
+
+
+async def test_a_gemini_group_falls_back_through_litellms_router(
+    app_client: AppClient, make_settings: Callable[..., Settings], upstreams: Any
+) -> None:
+    """A Gemini model whose upstream fails falls back to another group (LiteLLM's Router), its attempt made
+    right for that deployment (here, translated to Anthropic's Messages)."""
+    (broken, broken_url), (backup, backup_url) = await upstreams(2)
+    broken.script = [Scripted(500, {"error": {"code": 500, "message": "down", "status": "INTERNAL"}})] * 10
+    models = [
+        {
+            "model_name": "gemini-up",
+            "litellm_params": {"model": "gemini/gemini-up", "api_base": broken_url, "api_key": UPSTREAM_KEY},
+        },
+        {
+            "model_name": "claude-up",
+            "litellm_params": {
+                "model": "anthropic/claude-up",
+                "api_base": backup_url,
+                "api_key": UPSTREAM_KEY,
+            },
+        },
+    ]
+    settings = make_settings(
+        base_config(model_list=models, router_settings={"fallbacks": [{"gemini-up": ["claude-up"]}]})
+    )
+    client = await app_client(settings)
+    answer = await sdk(client).aio.models.generate_content(model="gemini-up", contents="hi")
+    assert answer.text == "Hello from upstream"
+    assert broken.seen
+    assert [seen.path for seen in backup.seen] == ["/v1/messages"]

@@ -15,7 +15,7 @@ import openai
 import pytest
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from aiohttp_memproxy.config.settings import Settings
 from aiohttp_memproxy.keys import RUNTIMES
@@ -23,28 +23,13 @@ from aiohttp_memproxy.llm import patches
 from aiohttp_memproxy.llm import router as llm_router
 from aiohttp_memproxy.resolve.memory import USER_ID_HEADER
 from tests.conftest import SM_KEY, UPSTREAM_KEY, AppClient, LogLines, base_config
-from tests.fake_upstream import FakeUpstream, Scripted
+from tests.fake_upstream import Scripted
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 CLAUDE_CODE = {"User-Agent": "claude-cli/2.1.328 (external, sdk-cli)", "x-claude-code-session-id": "sess-7"}
 
 
 Upstreams = Callable[[int], Any]
-
-
-@pytest.fixture
-def upstreams(aiohttp_server: Any) -> Callable[[int], Any]:
-    """n fake upstreams on loopback: [(fake, base url)]."""
-
-    async def start(count: int) -> list[tuple[FakeUpstream, str]]:
-        started = []
-        for _ in range(count):
-            fake = FakeUpstream()
-            server: TestServer = await aiohttp_server(fake.app())
-            started.append((fake, str(server.make_url("")).rstrip("/")))
-        return started
-
-    return start
 
 
 def anthropic_at(name: str, url: str, **info: Any) -> dict[str, Any]:

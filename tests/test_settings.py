@@ -47,7 +47,9 @@ def test_shipped_config_loads_with_no_keys(tmp_path: Path) -> None:
     router = MemoryRouting(settings.routing)
     for agent in ("codex_exec/0.169.0 (Debian 12; x86_64) dumb", "codex_cli_rs/0.169.0", "codex-tui/0.169.0"):
         assert router.decide({"user-agent": agent}).user_id == "codex"
-    assert router.decide({"user-agent": "GeminiCLI/0.61.0/gemini-2.5-pro (linux; x64)"}).user_id == "gemini-cli"
+    assert (
+        router.decide({"user-agent": "GeminiCLI/0.61.0/gemini-2.5-pro (linux; x64)"}).user_id == "gemini-cli"
+    )
     by_name = {m.name: m for m in settings.models}
     assert by_name["claude-sonnet-4-5"].supermemory
     assert not by_name["claude-sonnet-4-5-direct"].supermemory
