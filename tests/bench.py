@@ -43,6 +43,13 @@ DIALECTS: dict[str, dict[str, Any]] = {
     "responses": {"path": "/v1/responses", "model": "bench-openai", "extra": {}, "content": "input"},
     # Chat completions to a model group of two deployments: through LiteLLM's Router, in both proxies.
     "routed": {"path": "/v1/chat/completions", "model": "bench-routed", "extra": {}},
+    # Google's Gemini API (Gemini CLI), native to the upstream's generateContent: the model is the path's.
+    "gemini": {
+        "path": "/v1beta/models/{model}:{method}",
+        "model": "bench-gemini",
+        "extra": {},
+        "content": "contents",
+    },
 }
 # What the usage ledger costs is measured on these too: a model LiteLLM has a price for (gpt-4o, served by
 # the fake upstream like the others), whose rows the ledger prices with LiteLLM's cost function; the bench's
@@ -115,8 +122,16 @@ class Target:
     results: dict[str, Any] = field(default_factory=dict)
 
 
+def url_for(dialect: str, target: Target, stream: bool) -> str:
+    spec = LEDGER_DIALECTS[dialect]
+    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    return target.base + spec["path"].format(model=target.model_prefix + spec["model"], method=method)
+
+
 def body_for(dialect: str, target: Target, stream: bool) -> dict[str, Any]:
     spec = LEDGER_DIALECTS[dialect]
+    if spec.get("content") == "contents":  # Gemini: the model and the streaming are the URL's
+        return {"contents": [{"role": "user", "parts": [{"text": MESSAGES[0]["content"]}]}]}
     content: Any = MESSAGES[0]["content"] if spec.get("content") == "input" else MESSAGES
     return {
         "model": target.model_prefix + spec["model"],
@@ -130,7 +145,7 @@ async def one(session: aiohttp.ClientSession, target: Target, dialect: str, stre
     started = time.perf_counter()
     first = math.nan
     try:
-        url = target.base + LEDGER_DIALECTS[dialect]["path"]
+        url = url_for(dialect, target, stream)
         async with session.post(url, json=body_for(dialect, target, stream), headers=HEADERS) as response:
             async for _ in response.content.iter_any():
                 if math.isnan(first):
@@ -486,6 +501,10 @@ def write_config(
                     "api_base": upstream,
                     "api_key": "x",
                 },
+            },
+            {
+                "model_name": "bench-gemini",
+                "litellm_params": {"model": "gemini/bench-gemini", "api_base": upstream, "api_key": "x"},
             },
         ],
         "general_settings": {"master_key": HEADERS["x-api-key"]},
