@@ -17,7 +17,7 @@ from google.genai import types
 from aiohttp_memproxy.config.settings import Settings
 from aiohttp_memproxy.keys import LEDGER
 from aiohttp_memproxy.usage import ledger
-from tests.conftest import MASTER_KEY, UPSTREAM_KEY, AppClient, base_config, models_at
+from tests.conftest import MASTER_KEY, UPSTREAM_KEY, AppClient, LogLines, base_config, models_at
 from tests.fake_dialects import USAGE_IN, USAGE_OUT
 from tests.fake_upstream import TOOL_INPUT, FakeUpstream, Scripted
 
@@ -101,7 +101,7 @@ async def test_counts_lists_and_resolves_aliases(
 
 
 async def test_auth_takes_googles_header_a_bearer_and_the_key_parameter(
-    app_client: AppClient, gemini_settings: Settings
+    app_client: AppClient, gemini_settings: Settings, log_lines: LogLines
 ) -> None:
     client = await app_client(gemini_settings)
     body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
@@ -124,6 +124,8 @@ async def test_auth_takes_googles_header_a_bearer_and_the_key_parameter(
     with pytest.raises(genai_errors.ClientError) as caught:
         await sdk(client, key="wrong").aio.models.generate_content(model="gemini-up", contents="hi")
     assert caught.value.code == 401
+    assert len(log_lines.named("request")) == 6
+    assert MASTER_KEY not in log_lines.text  # ?key= included: the log line names the route, never the URL
 
 
 @pytest.mark.parametrize(
