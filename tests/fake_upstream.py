@@ -33,6 +33,7 @@ class Seen:
     cookies: dict[str, str]
     body: dict[str, Any]
     at: float
+    query: str = ""
 
 
 @dataclass
@@ -81,7 +82,14 @@ class FakeUpstream:
     async def _intercept(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
         body = await request.json()
         if self.record:
-            seen = Seen(request.path, dict(request.headers), dict(request.cookies), body, time.monotonic())
+            seen = Seen(
+                request.path,
+                dict(request.headers),
+                dict(request.cookies),
+                body,
+                time.monotonic(),
+                request.query_string,
+            )
             self.seen.append(seen)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)

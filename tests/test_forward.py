@@ -287,3 +287,24 @@ async def test_an_upstream_that_breaks_off_mid_body_leaves_the_client_a_truncate
     with pytest.raises(aiohttp.ClientPayloadError):
         await response.read()
     assert log_lines.named("upstream_broke_off")
+
+
+async def test_gemini_requests_are_forwarded_with_the_key_parameter_replaced(
+    app_client: AppClient, forward_settings: Settings, upstream: tuple[FakeUpstream, str]
+) -> None:
+    """Google's API goes to the LiteLLM proxy too; the client's ?key= (the gateway's master key) never does:
+    the upstream key rides in x-goog-api-key."""
+    fake, _ = upstream
+    client = await app_client(forward_settings)
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    for path in (
+        "/v1beta/models/gemini-up:generateContent",
+        "/gemini/v1beta/models/gemini-up:generateContent",
+    ):
+        response = await client.post(f"{path}?key={MASTER_KEY}&x=1", json=body)
+        assert response.status == 200, await response.text()
+        seen = fake.seen[-1]
+        assert seen.path == path
+        assert seen.query == "x=1"
+        assert seen.headers["x-goog-api-key"] == LITELLM_KEY
+        assert MASTER_KEY not in json.dumps(seen.headers)

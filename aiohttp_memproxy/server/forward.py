@@ -53,6 +53,8 @@ FORWARDED_PATHS = (
     "/messages",
     "/messages/count_tokens",
     "/anthropic/{tail:.*}",  # the LiteLLM proxy's prefix for Anthropic clients: its own routes
+    "/v1beta/{tail:.*}",  # Google's Gemini API, and the LiteLLM proxy's /gemini prefix for it
+    "/gemini/{tail:.*}",
 )
 
 routes = web.RouteTableDef()
@@ -75,8 +77,12 @@ def _upstream_headers(request: web.Request, body: bytes) -> dict[str, str]:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | CREDENTIALS}
     key = request.app[SETTINGS].gateway.upstream_key
     if key:
-        # Where the client put its key, ours goes; else the Bearer a LiteLLM proxy expects.
-        sent = [name for name in CREDENTIALS if name in request.headers] or ["authorization"]
+        # Where the client put its key, ours goes (a Gemini client's ?key= as x-goog-api-key); else the
+        # Bearer a LiteLLM proxy expects.
+        sent = [name for name in CREDENTIALS if name in request.headers]
+        if not sent and "key" in request.query:
+            sent = ["x-goog-api-key"]
+        sent = sent or ["authorization"]
         for name in sent:
             headers[name] = f"Bearer {key}" if name == "authorization" else key
     decision = runtime.memory.decide(request.headers)
@@ -92,6 +98,14 @@ def _upstream_headers(request: web.Request, body: bytes) -> dict[str, str]:
         structlog.contextvars.bind_contextvars(model=resolved.config.name)
         headers.update(memory_headers(resolved.config, decision))
     return headers
+
+
+def _without_key(raw_path: str) -> str:
+    path, _, query = raw_path.partition("?")
+    if not query:
+        return raw_path
+    kept = [pair for pair in query.split("&") if pair.partition("=")[0] != "key"]
+    return f"{path}?{'&'.join(kept)}" if kept else path
 
 
 def confined(raw_path: str) -> bool:
@@ -114,8 +128,9 @@ async def forward(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     base = request.app[SETTINGS].gateway.upstream
     assert base is not None  # settings validation: forward mode has an upstream
-    # As the client encoded it: decoding would turn an encoded '?' or '#' into the URL's own.
-    url = httpx.URL(base + request.raw_path)
+    # As the client encoded it: decoding would turn an encoded '?' or '#' into the URL's own. A key in the
+    # query (Google's ?key=) is the client's, never the upstream's: it goes, and ours rides in a header.
+    url = httpx.URL(base + _without_key(request.raw_path))
     upstream_request = httpx.Request(
         request.method, url, headers=_upstream_headers(request, body), content=body
     )
