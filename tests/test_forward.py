@@ -297,11 +297,11 @@ async def test_gemini_requests_are_forwarded_with_the_key_parameter_replaced(
     fake, _ = upstream
     client = await app_client(forward_settings)
     body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
-    for path in (
-        "/v1beta/models/gemini-up:generateContent",
-        "/gemini/v1beta/models/gemini-up:generateContent",
+    for path, name in (
+        ("/v1beta/models/gemini-up:generateContent", "key"),
+        ("/gemini/v1beta/models/gemini-up:generateContent", "k%65y"),  # percent-encoded: still the key
     ):
-        response = await client.post(f"{path}?key={MASTER_KEY}&x=1", json=body)
+        response = await client.post(f"{path}?{name}={MASTER_KEY}&x=1", json=body)
         assert response.status == 200, await response.text()
         seen = fake.seen[-1]
         assert seen.path == path

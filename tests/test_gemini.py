@@ -268,3 +268,27 @@ async def test_a_gemini_group_falls_back_through_litellms_router(
     assert answer.text == "Hello from upstream"
     assert broken.seen
     assert [seen.path for seen in backup.seen] == ["/v1/messages"]
+
+
+async def test_a_bridged_stream_never_records_zero_tokens(
+    app_client: AppClient, gemini_settings: Settings
+) -> None:
+    """LiteLLM's translation writes 0/0 usage on a bridged stream's last chunk when the chat stream said
+    none: the ledger takes the chat stream's own usage, or none, never those zeros."""
+    client = await app_client(gemini_settings)
+    for model in ("claude-up", "gpt-up"):
+        response = await client.post(
+            f"/v1beta/models/{model}:streamGenerateContent?alt=sse",
+            json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+            headers={"x-goog-api-key": MASTER_KEY},
+        )
+        assert response.status == 200
+        await response.read()
+    assert client.server.app is not None
+    book = client.server.app[LEDGER]
+    await book.flush()
+    rows = ledger.read(book.path, 0.0)
+    assert [row.model for row in rows] == ["claude-up", "gpt-up"]
+    for row in rows:
+        assert row.input_tokens != 0
+        assert row.output_tokens != 0

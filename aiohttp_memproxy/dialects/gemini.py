@@ -50,6 +50,8 @@ def usage(reported: Any) -> Tokens:
     OpenAI's does; thoughts are output the model was billed for."""
     if not isinstance(reported, Mapping):
         return Tokens()
+    if not reported.get("promptTokenCount") and not reported.get("candidatesTokenCount"):
+        return Tokens()  # LiteLLM's translation writes zeros where the bridged stream said nothing
     output = count(reported.get("candidatesTokenCount"))
     thoughts = count(reported.get("thoughtsTokenCount"))
     return Tokens(

@@ -12,6 +12,7 @@ other call goes to its one deployment directly. Streams come back as the client'
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterator, Mapping
 from typing import Any
 
@@ -36,7 +37,7 @@ from aiohttp_memproxy.llm.adapt import (
 )
 from aiohttp_memproxy.llm.clients import ClientPool
 from aiohttp_memproxy.llm.errors import UPSTREAM_ERRORS, cooling_down, to_gateway_error
-from aiohttp_memproxy.llm.upstream_message import secrets_of
+from aiohttp_memproxy.llm.upstream_message import environment_secrets, secrets_of
 from aiohttp_memproxy.outbound.call import CALL, Call
 from aiohttp_memproxy.outbound.session import Exchange
 from aiohttp_memproxy.outbound.transport import AiohttpTransport
@@ -57,6 +58,9 @@ class Gateway:
         self.settings = settings
         self._transport = transport
         self.clients = ClientPool(transport, settings.litellm.request_timeout)
+        # LiteLLM reads a provider's key from the environment where litellm_params name none: an upstream's
+        # message may echo it, so it is a secret to remove like the config's.
+        self._secrets = frozenset(environment_secrets(os.environ))
         self._adapter = Adapter(settings, self.clients)
         self.closed = False
         if not settings.models and settings.gateway.mode == "sdk":
@@ -182,6 +186,7 @@ class Gateway:
         whole: dict[str, Any] = (
             dump(mode="json", exclude_none=True, warnings=False) if callable(dump) else dict(answer)
         )
+        whole.pop("_hidden_params", None)  # the Router's bookkeeping (LiteLLM's own error texts among it)
         if outcome.metered:
             outcome.later = read_later(gemini.usage, whole.get("usageMetadata"))
         return whole
@@ -240,7 +245,8 @@ class Gateway:
         if model.params.get("api_key"):
             upstream_headers["x-api-key"] = str(model.params["api_key"])
         body = {**request, "model": litellm_model.partition("/")[2] or litellm_model}
-        with self._call(resolved, list(request), outcome):
+        with self._call(resolved, list(request), outcome) as call:
+            call.tried.append(model)  # its key and headers are what an upstream's message must not show
             response = await self.clients.handler.post(url, json=body, headers=upstream_headers)
         result: dict[str, Any] = response.json()
         return result
@@ -261,7 +267,7 @@ class Gateway:
         are the upstream's; anything else is a bug of ours or LiteLLM's, left to aiohttp's 500.
         """
         name = resolved.config.name
-        call = Call(self._transport, resolved.config, outcome, exchanges=exchanges)
+        call = Call(self._transport, resolved.config, outcome, exchanges=exchanges, secrets=self._secrets)
         before = outcome.attempts
         token = CALL.set(call)
         try:
@@ -273,7 +279,7 @@ class Gateway:
             left = outcome.attempts > before
             if left and not isinstance(exc, UPSTREAM_ERRORS):
                 raise
-            secrets = secrets_of([call.group, *call.tried])
+            secrets = secrets_of([call.group, *call.tried]) | call.secrets
             raise to_gateway_error(exc, name, left=left, sent=sent, secrets=secrets) from exc
         finally:
             CALL.reset(token)

@@ -62,7 +62,11 @@ def holds_conversations(model: ModelConfig, litellm_model: str) -> bool:
     """Whether a Responses request to this deployment reaches its own Responses API, which holds the
     conversation a ``previous_response_id`` names. LiteLLM bridges the rest to chat completions or Messages,
     and its proxy would replay such a turn from its spend logs, which the gateway does not keep."""
-    params = {"api_base": model.params.get("api_base"), "model_info": dict(model.info)}
+    params = {
+        "api_base": model.params.get("api_base"),
+        "model_info": dict(model.info),
+        "use_chat_completions_api": model.params.get("use_chat_completions_api"),
+    }
     return bool(provider_stores_the_conversation(litellm_model, model.provider, params))
 
 

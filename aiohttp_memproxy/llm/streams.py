@@ -9,7 +9,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import structlog
-from litellm.google_genai.adapters.transformation import GoogleGenAIAdapter, GoogleGenAIStreamWrapper
 
 from aiohttp_memproxy import errors
 from aiohttp_memproxy.dialects import anthropic, gemini, openai_chat, responses
@@ -17,9 +16,6 @@ from aiohttp_memproxy.llm.errors import UPSTREAM_ERRORS, to_gateway_error, untra
 from aiohttp_memproxy.llm.upstream_message import secrets_of
 from aiohttp_memproxy.outbound.call import CALL, Call
 from aiohttp_memproxy.usage.outcome import read_later
-
-# LiteLLM's translation of chat completions chunks to Gemini's.
-CHAT_TO_GEMINI = GoogleGenAIAdapter()
 
 
 def answered(call: Call) -> None:
@@ -57,7 +53,8 @@ async def items(stream: Any, call: Call) -> AsyncGenerator[Any, None]:
             yield item
             call.relayed = True
     except UPSTREAM_ERRORS as exc:
-        raise to_gateway_error(exc, call.group.name, secrets=secrets_of([call.group, *call.tried])) from exc
+        secrets = secrets_of([call.group, *call.tried]) | call.secrets
+        raise to_gateway_error(exc, call.group.name, secrets=secrets) from exc
     except errors.GatewayError:
         raise
     except Exception as exc:
@@ -151,27 +148,14 @@ async def responses_events(answer: Any, call: Call) -> AsyncGenerator[bytes, Non
 
 
 async def gemini_frames(answer: Any, call: Call) -> AsyncGenerator[bytes, None]:
-    """A Gemini stream's SSE frames as they arrive. Native (gemini/, vertex_ai/): the upstream's frames as
-    they are. Bridged: each chat completions chunk of the wrapped stream translated as LiteLLM's wrapper
-    translates it; the wrapper itself is not iterated, as it ends quietly on any error (a failure would look
-    like the end of the answer), except once the stream is over, for the tool calls it still holds."""
+    """A Gemini stream's SSE frames as they arrive: the upstream's own (gemini/, vertex_ai/), or LiteLLM's
+    translation of the chat completions stream of another provider (its SSE generator, which lets a failure
+    through, unlike its wrapper's own iteration)."""
     outcome = call.outcome
     if isinstance(answer, dict):  # answered whole (mock_response): one frame
         if outcome.metered:
             outcome.tokens = gemini.usage(answer.get("usageMetadata"))
         yield gemini.frame(answer)
-        return
-    if isinstance(answer, GoogleGenAIStreamWrapper):
-        async with contextlib.aclosing(items(answer.completion_stream, call)) as chunks:
-            async for chunk in chunks:
-                translated = CHAT_TO_GEMINI.translate_streaming_completion_to_generate_content(chunk, answer)
-                if translated:
-                    if outcome.metered and "usageMetadata" in translated:
-                        outcome.tokens = gemini.usage(translated["usageMetadata"])
-                    yield gemini.frame(translated)
-        rest = await answer.__anext__() if answer.accumulated_tool_calls else None  # type: ignore[no-untyped-call]  # litellm leaves it untyped
-        if rest:
-            yield gemini.frame(rest)
         return
     reader = gemini.StreamUsage() if outcome.metered else None
     if reader is not None:

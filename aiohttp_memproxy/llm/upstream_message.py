@@ -9,9 +9,10 @@ and its length is bounded.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -27,6 +28,7 @@ MIN_SECRET = 6  # shorter values would redact ordinary words
 # A URL, up to a space, a quote, a bracket, or the punctuation that ends a sentence.
 URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}://[^\s\"'<>()\[\]{}]*[^\s\"'<>()\[\]{}.,;:!?]")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+SPLIT = r"[\x00-\x1f\x7f]*"
 REDACTED = "[redacted]"
 
 
@@ -37,7 +39,8 @@ def said(exc: BaseException, secrets: Iterable[str]) -> str | None:
         return None
     found = URL.sub("[url]", found)
     for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET}, key=len, reverse=True):
-        found = found.replace(secret, REDACTED)
+        # A key split by control characters (a line break inside it) is still the key.
+        found = re.sub(SPLIT.join(map(re.escape, secret)), REDACTED, found)
     found = CONTROL.sub(" ", found).strip()
     if len(found) > MAX_LENGTH:
         found = found[: MAX_LENGTH - 1] + "…"
@@ -51,13 +54,28 @@ def secrets_of(models: Iterable[ModelConfig]) -> set[str]:
         for name, value in model.params.items():
             if isinstance(value, str) and any(part in name.lower() for part in SECRET_NAMES):
                 found.add(value)
-        found.update(str(value) for value in (model.params.get("extra_headers") or {}).values())
+        for headers in ("extra_headers", "headers"):
+            found.update(str(value) for value in (model.params.get(headers) or {}).values())
         api_base = str(model.params.get("api_base") or "")
         if api_base:
             parts = urlsplit(api_base)
             found.update(value for _, value in parse_qsl(parts.query))
+            found.update(pair.partition("=")[2] for pair in parts.query.split("&"))  # as written, encoded
             found.update(value for value in (parts.username, parts.password) if value)
+            if parts.username or parts.password:
+                userinfo = f"{parts.username or ''}:{parts.password or ''}".encode()
+                found.add(base64.b64encode(userinfo).decode())  # as Basic auth sends it
     return found
+
+
+def environment_secrets(environ: Mapping[str, str]) -> set[str]:
+    """The values of the environment's credentials: LiteLLM reads a provider's key from there when its
+    litellm_params name none (OPENAI_API_KEY, ...), so an upstream may echo one the config never named."""
+    return {
+        value
+        for name, value in environ.items()
+        if any(part in name.lower() for part in SECRET_NAMES) and len(value) >= MIN_SECRET
+    }
 
 
 def _messages(exc: BaseException) -> Iterator[str]:

@@ -38,6 +38,7 @@ class Call:
     take_usage: bool = False
     stream_usage: Tokens | None = None
     exchanges: list[Exchange] | None = None  # the upstream exchanges, where someone asked to see them
+    secrets: frozenset[str] = frozenset()  # beyond the deployments', what an upstream's message must not show
     # Through LiteLLM's Router: the Router (its attempts are this call's only if it is this one), and how one
     # attempt's kwargs are made right for the deployment it picked.
     router: Any = None

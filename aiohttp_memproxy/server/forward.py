@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncGenerator
 from typing import Any
+from urllib.parse import unquote_plus
 
 import httpx
 import structlog
@@ -104,7 +105,8 @@ def _without_key(raw_path: str) -> str:
     path, _, query = raw_path.partition("?")
     if not query:
         return raw_path
-    kept = [pair for pair in query.split("&") if pair.partition("=")[0] != "key"]
+    # By its decoded name, as the query is read for authentication (k%65y is key).
+    kept = [pair for pair in query.split("&") if unquote_plus(pair.partition("=")[0]) != "key"]
     return f"{path}?{'&'.join(kept)}" if kept else path
 
 
