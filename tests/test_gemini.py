@@ -4,6 +4,7 @@ Anthropic and an OpenAI one."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -292,3 +293,22 @@ async def test_a_bridged_stream_never_records_zero_tokens(
     for row in rows:
         assert row.input_tokens != 0
         assert row.output_tokens != 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_a_client_that_leaves_releases_the_upstream(
+    app_client: AppClient, gemini_settings: Settings, upstream: tuple[FakeUpstream, str], model: str
+) -> None:
+    """Native or bridged, a client that leaves mid-stream stops the upstream read at once."""
+    fake, _ = upstream
+    fake.chunk_delay_s = 0.3
+    client = await app_client(gemini_settings)
+    response = await client.post(
+        f"/v1beta/models/{model}:streamGenerateContent?alt=sse",
+        json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+        headers={"x-goog-api-key": MASTER_KEY},
+    )
+    assert response.status == 200
+    await response.content.readline()
+    response.close()  # the client leaves mid-stream
+    await asyncio.wait_for(fake.cancelled.wait(), timeout=10)
