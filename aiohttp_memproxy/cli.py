@@ -227,6 +227,20 @@ def check(settings: Settings, out: TextIO, err: TextIO) -> int:
     for warning in settings.warnings:
         details = " ".join(f"{key}={value}" for key, value in warning.fields.items())
         print(f"warning: {warning.event} {details}", file=out)
+    from aiohttp_memproxy.llm import pricing  # imported here: LiteLLM's import takes seconds
+
+    used = pricing.map_in_use()
+    print(
+        f"litellm: {used['litellm_version']} (price map: {used['price_map']}, {used['models_known']} models)",
+        file=out,
+    )
+    for model in pricing.unknown(settings.models):
+        print(
+            f"warning: model {model.name!r} ({model.litellm_model}): LiteLLM {used['litellm_version']}'s "
+            "price map does not know it, so it has no price and no context window; its model_info sets them: "
+            + ", ".join(pricing.FILLING_KEYS),
+            file=out,
+        )
     errors, warnings = exposure_problems(settings)
     for message in warnings:
         print(f"warning: {message}", file=out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from importlib import metadata
 from typing import Any
 
 import anthropic
@@ -72,6 +73,10 @@ async def test_health(app_client: AppClient, settings: Settings) -> None:
     assert body["models"]["disabled"] == [{"name": "off", "missing_env": ["TEST_UNSET_KEY"]}]
     assert body["cookies"] == {"count": 0, "names": []}
     assert body["config"]["sha256"] == settings.digest
+    # Which LiteLLM and price map answer: the one bundled with the installed release, never fetched.
+    assert body["litellm"]["litellm_version"] == metadata.version("litellm")
+    assert body["litellm"]["price_map"] == "bundled"
+    assert body["litellm"]["models_known"] > 1000
     # For make load's leak check: this process's own tasks and descriptors (Linux has /proc).
     assert body["process"]["asyncio_tasks"] >= 1
     assert body["process"]["open_fds"] >= 3  # stdin, stdout, stderr at least

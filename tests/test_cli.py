@@ -45,6 +45,36 @@ def test_check_shipped_config(child_env: dict[str, str]) -> None:
     assert any(line.split()[:3] == ["demo", "openai/demo", "ok"] for line in lines)
     assert any("claude-sonnet-4-5 " in line and "disabled: ANTHROPIC_API_KEY" in line for line in lines)
     assert "claude-sonnet-4-5-20250929 -> claude-sonnet-4-5" in result.stdout
+    # Which LiteLLM and price map: the shipped models are all known to it (the demo model is a mock).
+    assert any(line.startswith("litellm: ") and "(price map: bundled, " in line for line in lines)
+    assert not [line for line in lines if "price map does not know" in line]
+
+
+def test_check_warns_for_a_model_litellms_price_map_does_not_know(
+    child_env: dict[str, str], write_config: Callable[[dict[str, Any] | str], Path]
+) -> None:
+    """A model newer than the installed LiteLLM (or a local one) has no price and no context window there:
+    check names it and the model_info keys that fill them in; one that fills them in is not warned about."""
+    models = [
+        {"model_name": "brand-new", "litellm_params": {"model": "openai/gpt-99-ultra", "api_key": "x"}},
+        {
+            "model_name": "described",
+            "litellm_params": {"model": "openai/gpt-99-lite", "api_key": "x"},
+            "model_info": {
+                "input_cost_per_token": 1e-6,
+                "output_cost_per_token": 2e-6,
+                "max_input_tokens": 8192,
+            },
+        },
+        {"model_name": "known", "litellm_params": {"model": "openai/gpt-4o", "api_key": "x"}},
+    ]
+    result = memproxy("check", "--config", str(write_config(base_config(model_list=models))), env=child_env)
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stdout.splitlines() if "price map does not know" in line]
+    assert len(warned) == 1
+    assert warned[0].startswith("warning: model 'brand-new' (openai/gpt-99-ultra): LiteLLM ")
+    for key in ("input_cost_per_token", "output_cost_per_token", "max_input_tokens", "max_output_tokens"):
+        assert key in warned[0]
 
 
 def test_check_with_config_from_environment(

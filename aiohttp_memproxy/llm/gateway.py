@@ -342,6 +342,11 @@ class Gateway:
         """LiteLLM's price of a request's usage (the ledger asks, in its batch)."""
         return pricing.cost(outcome)
 
+    @staticmethod
+    def litellm_info() -> dict[str, Any]:
+        """Which LiteLLM and price map answer (/health)."""
+        return pricing.map_in_use()
+
     def cooldown_rows(self) -> list[Mapping[str, Any]]:
         """The deployments LiteLLM's Router skips for now (allowed_fails / cooldown_time), and until when."""
         return router.cooldown_rows(self.router)

@@ -9,6 +9,7 @@ its price.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -103,6 +104,36 @@ def kept_price_map(deployments: Sequence[ModelConfig]) -> Iterator[None]:
             del litellm.model_cost[added]
         litellm.model_cost.update(saved)
         patches.forget_price_lookups()
+
+
+# The model_info keys that give a model LiteLLM's map does not know a price and a context window.
+FILLING_KEYS = ("input_cost_per_token", "output_cost_per_token", "max_input_tokens", "max_output_tokens")
+
+
+def map_in_use() -> dict[str, Any]:
+    """Which LiteLLM and which price map this process uses: the map bundled with that release (the gateway
+    never fetches one), and how many models it knows."""
+    return {
+        "litellm_version": patches.LITELLM_VERSION,
+        "price_map": "bundled" if os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP") == "True" else "fetched",
+        "models_known": len(litellm.model_cost),
+    }
+
+
+def unknown(models: Sequence[ModelConfig]) -> list[ModelConfig]:
+    """The configured models LiteLLM's map does not know (no price, no context window) and whose
+    model_info does not fill both in; wildcards and mock models aside."""
+    return [
+        model
+        for model in models
+        if not model.is_wildcard
+        and "mock_response" not in model.params
+        and known_info(model.litellm_model) is None
+        and not (
+            any(key in model.info for key in FILLING_KEYS[:2])
+            and any(key in model.info for key in FILLING_KEYS[2:])
+        )
+    ]
 
 
 def answer_cost(answer: Any) -> float | None:

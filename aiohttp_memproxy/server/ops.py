@@ -55,6 +55,8 @@ def _state(request: web.Request) -> dict[str, Any]:
             {**row, "until": iso(row["until"])} for row in request[RUNTIME].gateway.cooldown_rows()
         ],
         "cookies": {"count": len(request.app[COOKIES].jar), "names": request.app[COOKIES].names()},
+        # Which LiteLLM and price map answer: a model that arrived since is unknown to both.
+        "litellm": request[RUNTIME].gateway.litellm_info(),
     }
 
 
