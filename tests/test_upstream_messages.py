@@ -156,7 +156,7 @@ def test_the_message_is_bounded_and_every_known_secret_goes() -> None:
         'GeminiException - {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": '
         '"bad: query-secret-123 tenant-secret-456 cred-secret-789\\n\\u0007' + long + '"}}'
     )
-    found = said(RuntimeError(text), secrets_of([model]))
+    found = said([RuntimeError(text)], secrets_of([model]))
     assert found is not None
     assert found.startswith("bad: [redacted] [redacted] [redacted] x")
     assert len(found) == MAX_LENGTH

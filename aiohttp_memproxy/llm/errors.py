@@ -212,7 +212,7 @@ def to_gateway_error(
             return errors.UpstreamTimeout(f"{where}: the upstream timed out")
         if isinstance(error, httpx.TransportError):
             return errors.UpstreamUnreachable(f"{where}: the upstream could not be reached or broke off")
-    told = said(exc, secrets)
+    told = said(_chain(exc), secrets)
 
     def words(ours: str) -> str:
         return f"{ours}: {told}" if told else ours

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -32,9 +32,10 @@ SPLIT = r"[\x00-\x1f\x7f]*"
 REDACTED = "[redacted]"
 
 
-def said(exc: BaseException, secrets: Iterable[str]) -> str | None:
-    """The upstream's own error message in ``exc`` (its chain), safe to show; None if it said none."""
-    found = next(_messages(exc), None)
+def said(chain: Sequence[BaseException], secrets: Iterable[str]) -> str | None:
+    """The upstream's own error message in an exception's chain (``llm.errors``'s), safe to show; None if it
+    said none."""
+    found = next(_messages(chain), None)
     if found is None:
         return None
     found = URL.sub("[url]", found)
@@ -78,14 +79,9 @@ def environment_secrets(environ: Mapping[str, str]) -> set[str]:
     }
 
 
-def _messages(exc: BaseException) -> Iterator[str]:
+def _messages(chain: Sequence[BaseException]) -> Iterator[str]:
     """The upstream's messages, from the most direct source: a parsed body (the SDKs'), a response's JSON,
     then a JSON object inside an exception's text (LiteLLM quotes the upstream's body in its own)."""
-    chain: list[BaseException] = []
-    seen: BaseException | None = exc
-    while seen is not None and len(chain) < 16:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
     for error in chain:
         if (found := _message_in(getattr(error, "body", None))) is not None:
             yield found
