@@ -91,6 +91,14 @@ async def test_counts_lists_and_resolves_aliases(
         headers={"x-goog-api-key": MASTER_KEY},
     )
     assert (await longer.json())["totalTokens"] > counted.total_tokens + 30
+    # countTokens may wrap a whole generateContent request: that request is what is counted.
+    contents = [{"role": "user", "parts": [{"text": "hello there, how are you today?"}]}]
+    wrapped = await client.post(
+        "/v1beta/models/gpt-up:countTokens",
+        json={"generateContentRequest": {"model": "models/gpt-up", "contents": contents}},
+        headers={"x-goog-api-key": MASTER_KEY},
+    )
+    assert (await wrapped.json())["totalTokens"] == counted.total_tokens
     names = [model.name async for model in await gemini.models.list()]
     assert "models/gemini-up" in names
     assert "models/gemini-2.5-pro" in names  # a visible alias

@@ -198,8 +198,6 @@ class Gateway:
         translates it to chat completions (contents, systemInstruction, tools), counted by LiteLLM's
         tokenizer for the model."""
         given = {key: value for key, value in request.items() if key in GEMINI_PARAMS}
-        if isinstance(request.get("generateContentRequest"), dict):  # countTokens may wrap a whole request
-            given = {k: v for k, v in request["generateContentRequest"].items() if k in GEMINI_PARAMS}
         with self._call(resolved, list(given), outcome):
             rest = {key: value for key, value in given.items() if key not in ("contents", "generationConfig")}
             translated = GEMINI_TO_CHAT.translate_generate_content_to_completion(

@@ -72,9 +72,9 @@ def checked_body(route: schemas.Route, raw: bytes) -> dict[str, Any]:
 
 
 def checked_gemini_body(route: str, raw: bytes) -> dict[str, Any]:
-    """A Gemini request's body: a JSON object whose ``contents`` (or, for countTokens, a wrapped
-    ``generateContentRequest``'s) is a non-empty array of objects, and whose other fields have their JSON
-    kinds. The model is the path's."""
+    """A Gemini request: a JSON object whose ``contents`` is a non-empty array of objects, and whose other
+    fields have their JSON kinds; for countTokens without ``contents``, the ``generateContentRequest`` it
+    wraps, which is what is then counted. The model is the path's."""
     body = parse(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
@@ -92,7 +92,7 @@ def checked_gemini_body(route: str, raw: bytes) -> dict[str, Any]:
     for name, kind, what in GEMINI_FIELDS:
         if name in checked and not isinstance(checked[name], kind):
             raise InvalidRequest(f"{name} must be {what}", param=name)
-    return body
+    return checked
 
 
 # Gemini request fields and their JSON kinds (Google's REST reference).
