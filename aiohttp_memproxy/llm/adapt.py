@@ -88,13 +88,10 @@ class Adapter:
     def __init__(self, settings: Settings, clients: ClientPool) -> None:
         self._settings = settings
         self._clients = clients
-        # Whether LiteLLM's map knew a model before the gateway registered it (registering makes every
-        # model known): filled in for the config's models before they are registered.
+        # Whether LiteLLM's map knows a model (an entry the gateway registered for an unknown one is marked,
+        # and is not knowledge: pricing.known_info).
         self._known: Memo[str, bool] = Memo(MAX_KNOWN_MEMO)
         self._stream_options: Memo[tuple[str, str], bool] = Memo(MAX_KNOWN_MEMO)
-
-    def remember_known(self, litellm_model: str) -> None:
-        self._known.get(litellm_model, _is_known)
 
     def direct(self, resolved: ResolvedModel, asked: Asked, call: Call) -> dict[str, Any]:
         """The kwargs of a direct call: the one deployment's litellm_params and defaults, what the client

@@ -71,8 +71,6 @@ class Gateway:
         for model in settings.models:
             if not model.enabled or "mock_response" in model.params:
                 continue
-            if not model.is_wildcard:
-                self._adapter.remember_known(model.litellm_model)  # before registering makes it known
             pricing.register_model_info(model)
             if providers.family(model.provider).client == "openai_sdk":
                 self.clients.openai_sdk(model)
