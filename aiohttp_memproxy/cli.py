@@ -241,7 +241,10 @@ def check(settings: Settings, out: TextIO, err: TextIO) -> int:
             + ", ".join(pricing.FILLING_KEYS),
             file=out,
         )
+    from aiohttp_memproxy.llm import providers
+
     errors, warnings = exposure_problems(settings)
+    errors += providers.unservable(settings)  # what serve would refuse: a provider, a Rust-only route
     for message in warnings:
         print(f"warning: {message}", file=out)
     for message in errors:

@@ -77,6 +77,24 @@ def test_check_warns_for_a_model_litellms_price_map_does_not_know(
         assert key in warned[0]
 
 
+def test_check_reports_what_litellm_would_send_through_rust(
+    child_env: dict[str, str], write_config: Callable[[dict[str, Any] | str], Path]
+) -> None:
+    """What serve would refuse, check says first: here LITELLM_RUST sends Anthropic Messages to LiteLLM's
+    Rust HTTP client, around the cookie jar."""
+    claude = {
+        "model_name": "claude",
+        "litellm_params": {"model": "anthropic/claude-sonnet-4-5", "api_key": "k"},
+    }
+    path = write_config(base_config(model_list=[claude]))
+    result = memproxy("check", "--config", str(path), env={**child_env, "LITELLM_RUST": "1"})
+    assert result.returncode == 1
+    assert "error: model_list[0].litellm_params.model: LiteLLM " in result.stderr
+    assert "anthropic/ requests through its Rust HTTP client" in result.stderr
+    assert "messages (LITELLM_RUST is set in the environment: unset it)" in result.stderr
+    assert memproxy("check", "--config", str(path), env=child_env).returncode == 0
+
+
 def test_check_with_config_from_environment(
     child_env: dict[str, str], write_config: Callable[[dict[str, Any] | str], Path]
 ) -> None:

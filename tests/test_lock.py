@@ -65,11 +65,17 @@ def test_every_pin_has_a_hash_and_no_index_is_committed(lock: Path) -> None:
         assert forbidden not in text
 
 
-def test_litellm_is_bounded_below_its_next_minor() -> None:
-    """The seam into LiteLLM is verified per version: a newer minor comes only by `make lock`, on purpose."""
+def test_litellm_is_the_verified_one_and_bounded_below_its_next_minor() -> None:
+    """The seam into LiteLLM is verified per version (``patches.VERIFIED_ON``): the lock pins that version,
+    and a newer minor comes only by `make litellm-check` and `make lock`, on purpose."""
+    from aiohttp_memproxy.llm.patches import VERIFIED_ON
+
+    verified = Version(VERIFIED_ON)
     (litellm,) = [r for r in declared() if r.name == "litellm"]
-    assert litellm.specifier.contains("1.106.2")
-    assert not litellm.specifier.contains("1.107.0")
+    assert litellm.specifier.contains(verified)
+    assert not litellm.specifier.contains(f"{verified.major}.{verified.minor + 1}.0")
+    for lock in (LOCK, DEV_LOCK):
+        assert pins(lock)["litellm"] == verified, f"{lock.name} pins another LiteLLM than VERIFIED_ON"
 
 
 def test_every_package_the_gateway_imports_is_a_runtime_pin() -> None:

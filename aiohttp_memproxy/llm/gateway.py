@@ -21,7 +21,7 @@ import structlog
 from litellm import google_genai
 from litellm.anthropic_interface import messages as anthropic_messages
 from litellm.google_genai.adapters.transformation import GoogleGenAIAdapter
-from litellm.llms.anthropic.pass_through.adapters.transformation import LiteLLMAnthropicMessagesAdapter
+from litellm.llms.anthropic.messages.adapters.transformation import LiteLLMAnthropicMessagesAdapter
 
 from aiohttp_memproxy.config.settings import ConfigError, ModelConfig, Settings
 from aiohttp_memproxy.dialects import anthropic, gemini, openai_chat, responses
@@ -50,7 +50,7 @@ log = structlog.get_logger()
 DEFAULT_ANTHROPIC_BASE = "https://api.anthropic.com"
 # LiteLLM's own translations to chat completions (what a model of another provider receives).
 GEMINI_TO_CHAT = GoogleGenAIAdapter()
-MESSAGES_TO_CHAT = LiteLLMAnthropicMessagesAdapter()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
+MESSAGES_TO_CHAT = LiteLLMAnthropicMessagesAdapter()
 
 
 class Gateway:
@@ -307,9 +307,7 @@ class Gateway:
         if resolved.config.name in self._alternatives:
             call.backoff = False
         try:
-            return await getattr(self.router, method)(
-                model=resolved.router_model, **asked.given, **self.router.callbacks()
-            )
+            return await self.router.call(method, model=resolved.router_model, **asked.given)
         finally:
             streams.answered(call)
 
@@ -374,7 +372,8 @@ def _count_here(request: Mapping[str, Any], model: ModelConfig, litellm_model: s
             model=litellm_model,
             messages=translated["messages"],
             tools=translated.get("tools"),
-            tool_choice=translated.get("tool_choice"),
+            # LiteLLM's own translation's choice; token_counter's annotation is narrower than what it reads
+            tool_choice=translated.get("tool_choice"),  # type: ignore[arg-type]
             use_default_image_token_count=True,
         )
     )

@@ -17,16 +17,19 @@ the first app installs and the last one puts LiteLLM back as it was):
   progress (``outbound.call``). A client LiteLLM caches (``in_memory_llm_clients_cache``, 1 h) therefore stays
   valid across apps, reloads and event loops: it holds no connection of its own. A request that reaches
   ``Dispatch`` outside a gateway call is refused and counted (``escapes``): the tests' tripwire.
-- ``litellm.router.compact_to_fit``, which LiteLLM's Router awaits on every attempt (chat completions'
-  ``_acompletion``; Messages and Responses in ``_ageneric_api_call_with_fallbacks_helper``; retries and
-  fallback hops alike) with the deployment it picked and the kwargs it is about to send: wrapped, so that a
-  gateway call's attempt is adapted to its deployment (``Call.adapt``); another Router's passes untouched.
-  LiteLLM's own hook for this (``async_pre_call_deployment_hook``) would have to be a global callback, which
-  makes every LiteLLM call of the process pay LiteLLM's logging (~2 ms of CPU a call).
+- ``compact_to_fit`` (``router_rust/invoke/endpoints.py``), which LiteLLM's Router awaits on every attempt
+  (chat completions, Messages, Responses and Gemini's generate content; retries and fallback hops alike) with
+  the deployment it picked and the kwargs it is about to send: wrapped, so that a gateway call's attempt is
+  adapted to its deployment (``Call.adapt``); another Router's passes untouched. LiteLLM's own hook for this
+  (``async_pre_call_deployment_hook``) would have to be a global callback, which makes every LiteLLM call of
+  the process pay LiteLLM's logging (~2 ms of CPU a call).
+- ``StreamAttempt.fallback`` and ``.retry`` (``router_rust/invoke/streaming.py``), the Router's recovery of a
+  stream that broke: refused once something of the answer reached the client (``Call.relayed``), so a client
+  holding part of one answer is never handed the rest of another.
 
-And, for one Router at a time: ``count_cooldowns`` wraps its ``cooldown_cache`` method (the Router's one way
-into cooldown), and ``forget_price_lookups`` calls the private function LiteLLM calls after changing its price
-map.
+And, for one Router at a time: ``count_cooldowns`` wraps its core's ``cooldown_event`` (called once per
+deployment put in cooldown), ``keep_own_price_map`` takes it out of LiteLLM's price-map replay, and
+``forget_price_lookups`` calls the private function LiteLLM calls after changing its price map.
 """
 
 from __future__ import annotations
@@ -41,25 +44,25 @@ import httpx
 import litellm
 import structlog
 from aiohttp import web
-from litellm import router as router_module
+from litellm.exceptions import MidStreamFallbackError
 from litellm.llms.custom_httpx import http_handler
 from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, blocked_cookie_jar
 from litellm.llms.openai.common_utils import BaseOpenAILLM
+from litellm.router_rust.invoke import endpoints, streaming
+from litellm.router_rust.surface.replay import untrack_live_registry
 
 from aiohttp_memproxy import logs
+from aiohttp_memproxy.llm import rust
 from aiohttp_memproxy.outbound.call import CALL
 
 log = structlog.get_logger()
 
-VERIFIED_ON = "1.106.2"
+VERIFIED_ON = "1.110.2"
 LITELLM_VERSION = metadata.version("litellm")
 SELF_CHECK_PROVIDER = "memproxy-seam-self-check"
 # Clients LiteLLM keeps as module attributes, outside its client cache (built by the factories on first use).
 MODULE_CLIENTS = ("module_level_aclient", "module_level_client")
-RUST_SWITCH = "LITELLM_RUST"
 MISSING = object()
-# LiteLLM's routes (its rust_bridge catalog's names) that this gateway calls.
-ROUTES_USED = frozenset({"chat_completions", "messages", "responses", "token_counter", "tokenizer"})
 
 
 def configure() -> None:
@@ -138,8 +141,13 @@ def _targets() -> tuple[type, type, Any]:
         )
         if not callable(getattr(owner, name, None))
     ]
-    if not callable(vars(router_module).get("compact_to_fit")):
-        missing.append("litellm.router.compact_to_fit")
+    if not callable(vars(endpoints).get("compact_to_fit")):
+        missing.append("litellm.router_rust.invoke.endpoints.compact_to_fit")
+    missing += [
+        f"StreamAttempt.{name}"
+        for name in ("fallback", "retry")
+        if not callable(vars(streaming.StreamAttempt).get(name))
+    ]
     cache = getattr(litellm, "in_memory_llm_clients_cache", None)
     if cache is None or not callable(getattr(cache, "flush_cache", None)):
         missing.append("litellm.in_memory_llm_clients_cache.flush_cache")
@@ -155,50 +163,17 @@ def _moved(what: str) -> str:
     )
 
 
-def _python_paths_only() -> None:
-    """LiteLLM's optional Rust paths (the Anthropic Messages route, when ``LITELLM_RUST`` or
-    ``litellm.rust(True)`` opts in) send with their own HTTP client, around any Python transport: turned off,
-    and a refusal to start if the environment forces one on."""
-    try:
-        from litellm.rust_bridge import catalog
-        from litellm.rust_bridge.configuration import Decision, rust
-    except ImportError:  # a LiteLLM without the Rust bridge: every path is Python
-        return
-    try:
-        rust(False)
-        providers = [
-            None,
-            *(str(getattr(p, "value", p)) for p in getattr(litellm, "provider_list", [])),
-        ]
-        native = sorted(
-            {
-                route.value
-                for route in catalog.Route
-                for provider in providers
-                if route.value in ROUTES_USED
-                and catalog.decision(catalog.RouteContext(route, provider)) is not Decision.PYTHON
-            }
-        )
-    except (AttributeError, TypeError, ValueError) as exc:  # the bridge's catalog moved
-        raise SeamError(_moved(f"its Rust bridge's catalog changed ({type(exc).__name__})")) from exc
-    if native:
-        raise SeamError(
-            f"LiteLLM would send {', '.join(native)} requests through its Rust HTTP client, around the "
-            f"gateway's cookie jar ({RUST_SWITCH} is set in the environment?): unset it"
-        )
-
-
 async def _adapted_attempt(
-    router: Any, deployment: Mapping[str, Any], payload: Mapping[str, Any], surface: Any
+    ctx: Any, deployment: Mapping[str, Any], payload: Mapping[str, Any], surface: Any
 ) -> Mapping[str, Any]:
     """LiteLLM's ``compact_to_fit``, then the attempt made right for the deployment the Router picked, if it
-    is the gateway call's own Router."""
-    original: Callable[..., Awaitable[Mapping[str, Any]]] = _SEAM.originals[(router_module, "compact_to_fit")]
-    found = await original(router, deployment, payload, surface)
+    is the gateway call's own Router (``ctx``, LiteLLM's RoutingContext, says whose attempt it is)."""
+    original: Callable[..., Awaitable[Mapping[str, Any]]] = _SEAM.originals[(endpoints, "compact_to_fit")]
+    found = await original(ctx, deployment, payload, surface)
     call = CALL.get()
-    if call is None or call.adapt is None or call.router is not router:
+    if call is None or call.adapt is None or call.router is None or not ctx.belongs_to(call.router.litellm):
         return found  # another Router's call
-    model = router.deployments.get(str((deployment.get("model_info") or {}).get("id")))
+    model = call.router.deployments.get(str((deployment.get("model_info") or {}).get("id")))
     if model is None:
         return found
     call.tried.append(model)
@@ -208,9 +183,37 @@ async def _adapted_attempt(
     return kwargs
 
 
+def _relayed_error(trigger: BaseException) -> BaseException | None:
+    """The error a gateway call's stream ends with when part of it already reached the client, else None."""
+    call = CALL.get()
+    if call is None or not call.relayed:
+        return None
+    if isinstance(trigger, MidStreamFallbackError) and trigger.original_exception is not None:
+        return trigger.original_exception
+    return trigger
+
+
+async def _stream_fallback(attempt: Any, trigger: BaseException, *args: Any, **kwargs: Any) -> object:
+    """LiteLLM's fallback walk for a broken stream, unless the client already holds part of it."""
+    relayed = _relayed_error(trigger)
+    if relayed is not None:
+        raise relayed
+    original = _SEAM.originals[(streaming.StreamAttempt, "fallback")]
+    return await original(attempt, trigger, *args, **kwargs)
+
+
+async def _stream_retry(attempt: Any, trigger: BaseException, *args: Any, **kwargs: Any) -> object:
+    """LiteLLM's same-group retry of a broken stream, unless the client already holds part of it (a retry
+    that fails answers with the newest failure: here, the trigger itself)."""
+    if _relayed_error(trigger) is not None:
+        return trigger
+    original = _SEAM.originals[(streaming.StreamAttempt, "retry")]
+    return await original(attempt, trigger, *args, **kwargs)
+
+
 def _install() -> None:
     handler_cls, openai_cls, cache = _targets()
-    _python_paths_only()
+    rust.python_only()  # LITELLM_RUST still wins: providers.unservable refuses what it turns on
     dispatch = Dispatch(_SEAM)
     original_create_client = handler_cls.create_client  # type: ignore[attr-defined]
 
@@ -243,7 +246,9 @@ def _install() -> None:
         (handler_cls, "create_async_transport", staticmethod(create_async_transport)),
         (handler_cls, "_create_async_transport", staticmethod(create_async_transport)),
         (openai_cls, "_get_async_http_client", staticmethod(get_async_http_client)),
-        (router_module, "compact_to_fit", _adapted_attempt),
+        (endpoints, "compact_to_fit", _adapted_attempt),
+        (streaming.StreamAttempt, "fallback", _stream_fallback),
+        (streaming.StreamAttempt, "retry", _stream_retry),
     ]
     try:
         for owner, name, replacement in replacements:
@@ -289,10 +294,7 @@ def _uninstall() -> None:
         else:
             setattr(owner, name, original)
     _SEAM.originals.clear()
-    with contextlib.suppress(ImportError):
-        from litellm.rust_bridge.configuration import reset_rust_configuration
-
-        reset_rust_configuration()
+    rust.back_to_default()
     with contextlib.suppress(SeamError):
         _forget_clients(_targets()[2], litellm)  # clients holding Dispatch must not outlive the seam
 
@@ -320,18 +322,24 @@ async def seam(app: web.Application) -> AsyncIterator[None]:
 
 
 def count_cooldowns(router: Any, counted: Callable[[str], None]) -> None:
-    """``counted(deployment_id)`` each time ``router`` puts a deployment in cooldown: its
-    ``cooldown_cache.add_deployment_to_cooldown`` is the Router's one way in
-    (``router_utils/cooldown_handlers.py``), and LiteLLM's cooldown event reaches only a global Prometheus
-    logger of its own."""
-    add = router.cooldown_cache.add_deployment_to_cooldown
+    """``counted(deployment_id)`` each time ``router`` puts a deployment in cooldown: its core's
+    ``cooldown_event`` runs once per cooldown written (``router_rust/core.py``), and LiteLLM's own cooldown
+    event reaches only a global Prometheus logger of its own."""
+    core = router._core
+    event = core.cooldown_event
 
     def counting(model_id: str, *args: Any, **kwargs: Any) -> Any:
-        result = add(model_id, *args, **kwargs)
+        result = event(model_id, *args, **kwargs)
         counted(model_id)
         return result
 
-    router.cooldown_cache.add_deployment_to_cooldown = counting
+    core.cooldown_event = counting
+
+
+def keep_own_price_map(router: Any) -> None:
+    """Out of LiteLLM's replay of every live Router's price-map registrations when its map is refreshed
+    (``register_model`` among others), which would undo ``pricing.kept_price_map``."""
+    untrack_live_registry(router._core._registry_state)
 
 
 def forget_price_lookups() -> None:

@@ -16,6 +16,7 @@ from litellm.constants import openai_compatible_providers
 from litellm.responses.main import provider_stores_the_conversation
 
 from aiohttp_memproxy.config.settings import ModelConfig, Settings
+from aiohttp_memproxy.llm import rust
 from aiohttp_memproxy.llm.patches import LITELLM_VERSION
 
 # The per-call client LiteLLM honours for a family (read in litellm/main.py): the OpenAI SDK path takes an
@@ -102,4 +103,16 @@ def _problem(index: int, model: ModelConfig) -> str | None:
         )
     except Exception:  # LiteLLM's BadRequestError, whose text we do not echo
         return f"{where}: LiteLLM {LITELLM_VERSION} has no provider {model.provider!r} (model {model.name!r})"
+    try:
+        native = rust.native_routes(model.provider, model.litellm_model)
+    except rust.CatalogMoved as exc:
+        return (
+            f"{where}: LiteLLM {LITELLM_VERSION}: {exc}, so its HTTP cannot be known (model {model.name!r})"
+        )
+    if native:
+        routes = "; ".join(f"{route} ({why})" for route, why in native)
+        return (
+            f"{where}: LiteLLM {LITELLM_VERSION} would send {model.provider}/ requests through its Rust HTTP "
+            f"client, around the cookie jar: {routes} (model {model.name!r})"
+        )
     return None

@@ -8,29 +8,26 @@ sets a routing key. A group of one deployment in a config without routing keys a
 LiteLLM call instead: the Router costs ~2 ms of CPU per call, and it would route nowhere.
 
 Each attempt is adapted to the deployment the Router picked, just before it is sent (``patches`` wraps the
-Router's ``compact_to_fit`` for that; the call in progress says how: ``outbound.call``). The Router's own
-bookkeeping runs for its own calls only (LiteLLM's per-call callbacks), not for every LiteLLM call of the
-process.
+Router's ``compact_to_fit`` for that; the call in progress says how: ``outbound.call``). The Router records
+its calls' outcomes (success counts, cooldowns) itself, with no callback in LiteLLM's global lists (1.110),
+so no other LiteLLM call of the process pays for its bookkeeping.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import litellm
 import structlog
-from litellm.exceptions import MidStreamFallbackError
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.router import Router
+from litellm.router_rust.steps.selection import SELECTOR_ATTRIBUTES
 from litellm.router_strategy.least_busy import LeastBusyLoggingHandler
 
 from aiohttp_memproxy.config.settings import ModelConfig, Settings
 from aiohttp_memproxy.llm import patches, pricing
-from aiohttp_memproxy.llm.memo import Memo
-from aiohttp_memproxy.outbound.call import CALL
 
 log = structlog.get_logger()
 
@@ -47,8 +44,6 @@ CALLBACK_LISTS = (
     "_async_failure_callback",
     "_async_input_callback",
 )
-# get_router_model_info answers kept per Router (deployments x names asked; a wildcard's names vary).
-MODEL_INFO_KEPT = 1024
 # LiteLLM's AllowedFailsPolicy fields (types/router.py): one per error class.
 ALLOWED_FAILS_CLASSES = tuple(
     f"{name}AllowedFails"
@@ -66,45 +61,42 @@ ALLOWED_FAILS_CLASSES = tuple(
 )
 
 
-class DeploymentRouter(Router):
-    """LiteLLM's Router, with these changes:
+class DeploymentRouter:
+    """LiteLLM's Router over the config's deployments, held here (LiteLLM's Router cannot be subclassed), with
+    these changes:
 
-    - A stream falls back only before anything of it reached the client. LiteLLM's Router also falls back in
-      the middle of a stream, continuing the answer with another model (Responses: after content; chat
-      completions: after a role-only first chunk). A client that already holds part of one answer must not
-      be handed the rest of another: the error is theirs, as it happened.
+    - A stream falls back only before anything of it reached the client (``patches`` guards LiteLLM's stream
+      recovery). LiteLLM's Router also falls back in the middle of a stream, continuing the answer with
+      another model. A client that already holds part of one answer must not be handed the rest of another:
+      the error is theirs, as it happened.
     - Its routing-strategy selector is registered by identity and removed by ``discard``: LiteLLM's own
-      registration skips an object equal to one already there (an old Router's, during a reload), and its
-      ``discard`` leaves the selector behind.
-    - ``allowed_fails`` is honoured as written: LiteLLM takes a value equal to its default (3) for "unset",
-      and then never cools down a group of one deployment. It is passed as the same number for every error
-      class (``allowed_fails_policy``), which LiteLLM honours whatever the number.
+      registration skips an object equal to one already there (an old Router's, during a reload).
+    - ``allowed_fails`` is honoured as written: LiteLLM never cools down a group of one deployment for a
+      scalar ``allowed_fails``. It is passed as the same number for every error class
+      (``allowed_fails_policy``), which LiteLLM honours whatever the number.
+    - It keeps out of LiteLLM's replay of price-map registrations (``patches.keep_own_price_map``), which
+      would undo ``pricing.kept_price_map``.
     """
 
     def __init__(self, deployments: Sequence[ModelConfig], **arguments: Any) -> None:
         self.deployments = {model.id: model for model in deployments}
-        self._model_info: Memo[tuple[str, str], Any] = Memo(MODEL_INFO_KEPT)  # a wildcard's names vary
         if "allowed_fails" in arguments and "allowed_fails_policy" not in arguments:
             arguments["allowed_fails_policy"] = dict.fromkeys(
                 ALLOWED_FAILS_CLASSES, arguments["allowed_fails"]
             )
         with pricing.kept_price_map(deployments):
-            try:
-                super().__init__(
-                    model_list=[
-                        {
-                            "model_name": model.name,
-                            "litellm_params": dict(model.params),
-                            "model_info": {**model.info, "id": model.id},
-                        }
-                        for model in deployments
-                    ],
-                    **arguments,
-                )
-            except Exception:
-                with contextlib.suppress(Exception):  # whatever it registered before it failed
-                    super().discard()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
-                raise
+            self.litellm = Router(
+                model_list=[
+                    {
+                        "model_name": model.name,
+                        "litellm_params": dict(model.params),
+                        "model_info": {**model.info, "id": model.id},
+                    }
+                    for model in deployments
+                ],
+                **arguments,
+            )
+        patches.keep_own_price_map(self.litellm)
         for selector in self._selectors():
             if not any(callback is selector for callback in litellm.callbacks):
                 litellm.callbacks.append(selector)
@@ -113,12 +105,12 @@ class DeploymentRouter(Router):
             ):
                 litellm.input_callback.append(selector)
         self.on_cooldown: Callable[[ModelConfig], None] = lambda model: None
-        patches.count_cooldowns(self, self._cooled)
-        # LiteLLM's Router registers its success and failure bookkeeping (success counts, usage, cooldowns)
-        # in LiteLLM's global callback lists, which would make every LiteLLM call of the process pay
-        # LiteLLM's logging: they are taken out, and handed to this Router's own calls (``callbacks``).
-        self._remove_from_lists({id(callback) for callback in self._own_callbacks()})
+        patches.count_cooldowns(self.litellm, self._cooled)
         self._discarded = False
+
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        """LiteLLM's Router endpoint ``method`` (acompletion, aresponses, ...)."""
+        return await getattr(self.litellm, method)(**kwargs)
 
     def _cooled(self, model_id: str) -> None:
         model = self.deployments.get(model_id)
@@ -126,68 +118,14 @@ class DeploymentRouter(Router):
             log.warning("deployment_cooldown", model=model.name, deployment=model.id, where=model.where)
             self.on_cooldown(model)
 
-    async def async_function_with_fallbacks_common_utils(
-        self, e: Exception, *args: Any, **kwargs: Any
-    ) -> Any:
-        call = CALL.get()
-        if call is not None and call.relayed:  # LiteLLM unwraps some mid-stream errors before this point
-            if isinstance(e, MidStreamFallbackError) and e.original_exception is not None:
-                raise e.original_exception
-            raise e
-        return await super().async_function_with_fallbacks_common_utils(e, *args, **kwargs)
-
-    def get_router_model_info(self, deployment: Any, received_model_name: str, id: str | None = None) -> Any:
-        """LiteLLM's, once per deployment and name asked: LiteLLM builds it anew (a deep copy of the
-        price map's ~165-field entry, merged with the deployment's model_info) twice per call, to learn
-        that the deployment has no tpm/rpm limit (``_increment_deployment_usage``, before the call and
-        after it): ~0.15 ms of CPU a call here. What it merges is fixed for the Router's life (its
-        deployments; the price map, which LiteLLM's ``get_model_info`` caches itself, and which the
-        gateway registers before it builds a Router). Each caller gets its own top-level copy."""
-        model_id = id if id is not None else ((deployment or {}).get("model_info") or {}).get("id")
-        if model_id is None:
-            return super().get_router_model_info(deployment, received_model_name, id)
-        ask = super().get_router_model_info
-        found = self._model_info.get(
-            (str(model_id), received_model_name), lambda _: ask(deployment, received_model_name, id)
-        )
-        return None if found is None else dict(found)
-
-    def replay_model_cost_registrations(self) -> None:
-        """Not again: LiteLLM replays every live Router's price-map registrations when its map is
-        refreshed (``register_model`` among others), which would undo ``pricing.kept_price_map``."""
-
-    def callbacks(self) -> dict[str, list[Any]]:
-        """The per-call callbacks of a call through this Router: its bookkeeping, which LiteLLM runs for
-        this call only (``success_callback``/``failure_callback``, LiteLLM's dynamic callbacks)."""
-        return {
-            "success_callback": [self.deployment_callback_on_success],
-            "failure_callback": [self.deployment_callback_on_failure],
-        }
-
-    def _own_callbacks(self) -> list[Any]:
-        return [
-            callback
-            for name in CALLBACK_LISTS
-            for callback in getattr(litellm, name, None) or ()
-            if getattr(callback, "__self__", None) is self
-        ]
-
-    @staticmethod
-    def _remove_from_lists(ids: set[int]) -> None:
-        for name in CALLBACK_LISTS:
-            found = getattr(litellm, name, None)
-            if isinstance(found, list):
-                found[:] = [callback for callback in found if id(callback) not in ids]
-
     def _selectors(self) -> list[CustomLogger]:
         """This Router's routing-strategy selector, if its strategy has one (simple-shuffle has none)."""
-        attributes = sorted(set(self._DEFAULT_SELECTOR_ATTR_BY_STRATEGY.values()))
-        found = [getattr(self, name, None) for name in attributes]
+        found = [getattr(self.litellm, name, None) for name in sorted(set(SELECTOR_ATTRIBUTES.values()))]
         return [selector for selector in found if isinstance(selector, CustomLogger)]
 
     def cooldowns(self) -> list[tuple[ModelConfig, float]]:
         """The deployments in cooldown, and until when (epoch seconds)."""
-        active = self.cooldown_cache.get_active_cooldowns(list(self.deployments), None)
+        active = self.litellm.health().cooldowns.get_active_cooldowns(list(self.deployments), None)
         return [
             (self.deployments[model_id], float(value["timestamp"]) + float(value["cooldown_time"]))
             for model_id, value in active
@@ -195,12 +133,17 @@ class DeploymentRouter(Router):
         ]
 
     def discard(self) -> None:
-        """Out of LiteLLM's global callback lists: its own bound methods (LiteLLM's discard), and the objects
-        it put in ``litellm.callbacks`` (its strategy selector), which LiteLLM's first call
-        after copies into every other list (``function_setup``)."""
-        self._unregister_router_selectors(self._selectors())
-        self._remove_from_lists({id(selector) for selector in self._selectors()})
-        super().discard()  # type: ignore[no-untyped-call]  # litellm leaves it untyped
+        """Out of LiteLLM's global lists: what LiteLLM registered for it (``retire``), and the selector this
+        class put in ``litellm.callbacks``, which LiteLLM's first call after copies into every other list
+        (``function_setup``)."""
+        if self._discarded:
+            return
+        ids = {id(selector) for selector in self._selectors()}
+        self.litellm.retire()
+        for name in CALLBACK_LISTS:
+            found = getattr(litellm, name, None)
+            if isinstance(found, list):
+                found[:] = [callback for callback in found if id(callback) not in ids]
         self._discarded = True
 
 
