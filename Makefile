@@ -6,7 +6,7 @@ CONFIG ?= conf/config.yaml
 # No network probe for LiteLLM's price map: tests, runs and benchmarks stay on loopback.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test lint check clean install-service install-user-service verify-units bench bench-deps load cli-deps lock ui-deps
+.PHONY: run test lint check clean install-service install-user-service verify-units bench bench-deps load cli-deps lock ui-deps litellm-check
 
 PREFIX ?= /opt/aiohttp-memproxy
 USER_PREFIX ?= $(HOME)/.local/share/aiohttp-memproxy/venv
@@ -43,6 +43,13 @@ lock:
 	.lock-venv/bin/python -m pip install --quiet $(PIP_TOOLS)
 	$(COMPILE) --output-file $(LOCK) setup.cfg
 	$(COMPILE) --extra test --extra lint --constraint $(LOCK) --output-file $(DEV_LOCK) setup.cfg
+
+# Whether a LiteLLM release is fit to take, before `make lock` takes it (docs/development.md): a scratch venv
+# with that LiteLLM, the seam's self-check, the tests that follow LiteLLM (FULL=1: every test), the bench's
+# short form against the pinned LiteLLM, and a one-screen report.
+litellm-check: $(VENV)/.installed-dev
+	@test -n "$(VERSION)" || (echo "usage: make litellm-check VERSION=x.y.z [FULL=1]" && exit 2)
+	$(BIN)/python -m tests.litellm_check $(VERSION) $(if $(FULL),--full)
 
 run: $(VENV)/.installed
 	$(BIN)/memproxy serve --config $(CONFIG)
@@ -131,4 +138,4 @@ verify-units: $(VENV)/.installed
 	rm -rf .units
 
 clean:
-	rm -rf $(VENV) .bench-venv .lock-venv tests/clis/node_modules build *.egg-info .pytest_cache .mypy_cache .ruff_cache .units bench-results.json load-results.json
+	rm -rf $(VENV) .bench-venv .lock-venv .litellm-check tests/clis/node_modules build *.egg-info .pytest_cache .mypy_cache .ruff_cache .units bench-results.json load-results.json

@@ -521,10 +521,11 @@ def _triple(values: dict[str, float] | None) -> str:
     return "/".join(f"{v:.1f}" for v in values.values()) if values else "-"
 
 
-def serve_command(config: Path, port: int, state_dir: Path) -> list[str]:
-    """The gateway as a child process: the real CLI, on loopback."""
+def serve_command(config: Path, port: int, state_dir: Path, python: str = sys.executable) -> list[str]:
+    """The gateway as a child process: the real CLI, on loopback (``python``: another venv's, another
+    LiteLLM)."""
     return [
-        sys.executable,
+        python,
         "-m",
         "aiohttp_memproxy",
         "serve",
@@ -661,7 +662,67 @@ async def recording_run(
             stop(process)
 
 
+def short_table(proxies: Sequence[Target]) -> str:
+    """The short form's screen: each gateway's overhead p50 per dialect, and its start to ready."""
+    lines = [f"{'overhead p50 ms (plain / 1st byte)':<36}" + "".join(f"{t.name:>16}" for t in proxies)]
+    for dialect in DIALECTS:
+        cells = [
+            f"{t.results[dialect]['overhead_plain_ms']['p50']:.1f} / "
+            f"{t.results[dialect]['overhead_first_byte_ms']['p50']:.1f}"
+            for t in proxies
+        ]
+        lines.append(f"{dialect:<36}" + "".join(f"{cell:>16}" for cell in cells))
+    lines.append(f"{'start to ready s':<36}" + "".join(f"{t.start_to_ready_s:>16.2f}" for t in proxies))
+    return "\n".join(lines)
+
+
+async def short_run(args: argparse.Namespace) -> dict[str, Any]:
+    """The short form (``--short``): the latency rows only (plain, stream, first byte and their overhead over
+    the upstream itself), of the gateway served by ``--python`` and, with ``--against``, of the same gateway
+    served by another venv's Python (the pinned LiteLLM), measured in turns. No throughput, memory or
+    ledger rows: a check of a LiteLLM release in about a minute, not a measurement to publish."""
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    processes: list[subprocess.Popen[bytes]] = []
+    pythons = {"memproxy": args.python, **({"pinned": args.against} if args.against else {})}
+    with tempfile.TemporaryDirectory(prefix="memproxy-bench-") as tmp:
+        try:
+            up_port = free_port()
+            fake = [sys.executable, "-m", "tests.fake_upstream", "--port", str(up_port)]
+            processes.append(spawn([*fake, "--chunks", str(args.chunks)], env))
+            upstream = f"http://127.0.0.1:{up_port}"
+            await wait_port(upstream, "/")
+            config = write_config(Path(tmp), upstream)
+            proxies = []
+            for name, python in pythons.items():
+                port = free_port()
+                started = time.perf_counter()
+                process = spawn(serve_command(config, port, Path(tmp) / name, python), env)
+                processes.append(process)
+                await wait_port(f"http://127.0.0.1:{port}", "/health/readiness")
+                proxies.append(
+                    Target(
+                        name,
+                        f"http://127.0.0.1:{port}",
+                        pid=process.pid,
+                        start_to_ready_s=time.perf_counter() - started,
+                    )
+                )
+            direct = Target("direct", upstream)
+            async with client_session() as session:
+                for target in (direct, *proxies):
+                    await warm_up(session, target)
+            await latency(direct, proxies)
+        finally:
+            for process in processes:
+                stop(process)
+    print(short_table(proxies))
+    report = {t.name: {"start_to_ready_s": t.start_to_ready_s, **t.results} for t in proxies}
+    return save({"chunks": args.chunks, "short": True, "targets": report}, args)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.short:
+        return await short_run(args)
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="memproxy-bench-") as tmp:
@@ -766,6 +827,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--ledger-only", action="store_true", help="only the usage ledger's cost (on vs off, in turns)"
     )
+    parser.add_argument("--short", action="store_true", help="latency rows only (make litellm-check)")
+    parser.add_argument(
+        "--python", default=sys.executable, help="--short: the Python that serves the gateway"
+    )
+    parser.add_argument("--against", help="--short: another venv's Python, measured in turns as 'pinned'")
     asyncio.run(run(parser.parse_args(argv)))
 
 

@@ -24,11 +24,13 @@ from tests.bench import (
     pooled_sd,
     recording_table,
     rotated,
+    short_table,
     summary,
     t_975,
     table,
 )
 from tests.fake_upstream import CLEARANCE, FakeUpstream, Scripted
+from tests.litellm_check import lock_entries, locked_without_litellm, pytest_summary
 from tests.load import classify
 
 
@@ -241,3 +243,38 @@ async def test_fake_upstream_chaos_throttles_challenges_and_cuts(aiohttp_server:
             async with session.post(str(server.make_url("/v1/chat/completions")), json=chat) as response:
                 assert response.status == 200
                 assert (await response.text()).endswith("data: [DONE]\n\n")
+
+
+def test_short_table_names_each_gateway_and_dialect() -> None:
+    rows = {"overhead_plain_ms": {"p50": 4.25}, "overhead_first_byte_ms": {"p50": 6.5}}
+    proxies = [
+        Target(name, "http://x", start_to_ready_s=3.5, results=dict.fromkeys(DIALECTS, rows))
+        for name in ("memproxy", "pinned")
+    ]
+    lines = short_table(proxies).splitlines()
+    assert lines[0].split()[-2:] == ["memproxy", "pinned"]
+    assert [line.split()[0] for line in lines[1:-1]] == list(DIALECTS)
+    assert lines[1].split()[1:] == ["4.2", "/", "6.5", "4.2", "/", "6.5"]
+    assert lines[-1].split()[-2:] == ["3.50", "3.50"]
+
+
+def test_litellm_check_installs_the_dev_lock_but_litellm_with_every_hash(tmp_path: Any) -> None:
+    entries = lock_entries()
+    names = [name for name, _, _ in entries if name is not None]
+    assert "litellm" in names
+    assert "aiohttp" in names
+    target = tmp_path / "locked.txt"
+    locked_without_litellm(target)
+    kept = target.read_text()
+    assert "\nlitellm==" not in kept
+    for name, version, text in entries:
+        if name is not None and name != "litellm":
+            assert text in kept
+            assert f"=={version}" in text
+            assert "--hash=sha256:" in text
+
+
+def test_litellm_check_reads_pytests_last_summary() -> None:
+    output = "....\nFAILED tests/test_x.py::test_y - boom\n==== 1 failed, 41 passed, 2 skipped in 9.1s ====\n"
+    assert pytest_summary(output) == "1 failed, 41 passed, 2 skipped in 9.1s"
+    assert pytest_summary("") == "no summary (see the log)"
