@@ -90,12 +90,27 @@ def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | Non
     # below WARNING, none passes, whichever logger wrote it (botocore logs a signed request's headers at
     # DEBUG, urllib3 its URLs), so a library this list does not name cannot print a key either.
     handler.addFilter(lambda record: record.levelno >= LIBRARY_FLOOR)
+    handler.addFilter(_not_litellm_bookkeeping)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     for name, floor in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(floor, numeric))
     warnings.showwarning = _log_warning
+
+
+# LiteLLM's records about its own logging of a call (which the gateway does not use: its log line, metrics and
+# ledger are its own), raised as errors with a traceback on every request of a model its price map lacks
+# (its Messages stream's cost for its spend logs, 1.110.2).
+LITELLM_BOOKKEEPING = ("Error creating Anthropic response logging payload",)
+
+
+def _not_litellm_bookkeeping(record: logging.LogRecord) -> bool:
+    return not (
+        record.name.startswith("LiteLLM")
+        and isinstance(record.msg, str)
+        and record.msg.startswith(LITELLM_BOOKKEEPING)
+    )
 
 
 def _log_warning(
