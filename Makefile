@@ -6,12 +6,12 @@ CONFIG ?= conf/config.yaml
 # No network probe for LiteLLM's price map: tests, runs and benchmarks stay on loopback.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test lint check clean install-service install-user-service verify-units bench bench-deps load cli-deps lock ui-deps litellm-check
+.PHONY: run test lint check clean install-service install-user-service verify-units bench bench-deps load cli-deps lock ui-deps litellm-check wheel-check
 
 PREFIX ?= /opt/aiohttp-memproxy
 USER_PREFIX ?= $(HOME)/.local/share/aiohttp-memproxy/venv
-USER_CONFIG ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/aiohttp-memproxy
-USER_UNITS ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/systemd/user
+# The user config directory as memproxy finds it (XDG on Linux, Application Support on macOS).
+USER_CONFIG = $(USER_PREFIX)/bin/python -c 'from aiohttp_memproxy.install.paths import config_dir; print(config_dir())'
 
 # Every dependency comes from a lock file, each with its sha256 (pip-compile --generate-hashes; `make lock`):
 # requirements.lock for the gateway (setuptools and wheel, its build, included), requirements-dev.lock adds
@@ -43,6 +43,11 @@ lock:
 	.lock-venv/bin/python -m pip install --quiet $(PIP_TOOLS)
 	$(COMPILE) --output-file $(LOCK) setup.cfg
 	$(COMPILE) --extra test --extra lint --constraint $(LOCK) --output-file $(DEV_LOCK) setup.cfg
+
+# The wheel alone, in a fresh venv with the runtime lock and a temporary HOME: memproxy init, serve, the demo
+# model through the OpenAI SDK, init again (tests/wheel_check.py; CI runs it; it needs the package index).
+wheel-check: $(VENV)/.installed
+	$(BIN)/python -m tests.wheel_check
 
 # Whether a LiteLLM release is fit to take, before `make lock` takes it (docs/development.md): a scratch venv
 # with that LiteLLM, the seam's self-check, the tests that follow LiteLLM (FULL=1: every test), the bench's
@@ -92,41 +97,35 @@ bench-deps:
 
 # System service (as root): a venv in $(PREFIX), the unit, /etc/aiohttp-memproxy/{config.yaml,env.example}.
 # An existing config.yaml or env is never overwritten.
+# System service (Linux, as root): a venv under $(PREFIX), a config and env file in /etc/aiohttp-memproxy
+# (`memproxy init`: never overwritten), and the hardened unit `memproxy service install --system` writes.
 install-service:
 	$(PYTHON) -m venv $(PREFIX)
 	$(PREFIX)/bin/$(INSTALL_LOCKED) $(LOCK)
 	$(PREFIX)/bin/$(INSTALL_SELF) .
-	install -D -m 0644 README.md $(PREFIX)/README.md
-	install -d -m 0755 $(PREFIX)/docs && install -m 0644 docs/*.md $(PREFIX)/docs/
-	install -D -m 0644 systemd/aiohttp-memproxy.service /etc/systemd/system/aiohttp-memproxy.service
-	install -d -m 0755 /etc/aiohttp-memproxy
-	[ -e /etc/aiohttp-memproxy/config.yaml ] || install -m 0644 conf/config.yaml /etc/aiohttp-memproxy/config.yaml
-	install -m 0644 conf/memproxy.env.example /etc/aiohttp-memproxy/env.example
-	systemctl daemon-reload
-	@echo "Keys: cp /etc/aiohttp-memproxy/env.example /etc/aiohttp-memproxy/env; chmod 600 it; fill it in."
-	@echo "Then: systemctl enable --now aiohttp-memproxy"
+	install -d -m 0755 /etc/aiohttp-memproxy  # the service's own user reads config.yaml in it
+	$(PREFIX)/bin/memproxy init --dir /etc/aiohttp-memproxy
+	$(PREFIX)/bin/memproxy service install --system --config /etc/aiohttp-memproxy/config.yaml
 
-# User service, for an IDE user's workstation: no root needed.
+# User service, for an IDE user's workstation (no root): the same with a venv under $(USER_PREFIX), the user
+# config directory, and a systemd user unit (a LaunchAgent on macOS).
 install-user-service:
 	$(PYTHON) -m venv $(USER_PREFIX)
 	$(USER_PREFIX)/bin/$(INSTALL_LOCKED) $(LOCK)
 	$(USER_PREFIX)/bin/$(INSTALL_SELF) .
-	install -D -m 0644 systemd/aiohttp-memproxy-user.service $(USER_UNITS)/aiohttp-memproxy.service
-	install -d -m 0700 $(USER_CONFIG)
-	[ -e $(USER_CONFIG)/config.yaml ] || install -m 0644 conf/config.yaml $(USER_CONFIG)/config.yaml
-	install -m 0644 conf/memproxy.env.example $(USER_CONFIG)/env.example
-	systemctl --user daemon-reload
-	@echo "Keys: cp $(USER_CONFIG)/env.example $(USER_CONFIG)/env; chmod 600 it; fill it in."
-	@echo "Then: systemctl --user enable --now aiohttp-memproxy"
+	$(USER_PREFIX)/bin/memproxy init --dir "$$($(USER_CONFIG))"
+	$(USER_PREFIX)/bin/memproxy service install --user --config "$$($(USER_CONFIG))/config.yaml"
 
-# systemd-analyze verify checks that ExecStart exists: verify copies whose ExecStart is this checkout's venv
-# (the same program the install puts in place), so the check runs without installing anything system-wide.
+# The units `memproxy service install` writes, as this checkout's memproxy would write them (systemd-analyze
+# verify checks that ExecStart exists: here it is this checkout's venv), verified and scored.
+UNIT_TEXT = sed -n '/^\# would write: /,/^\# end of /p' | sed '1d;$$d'
 verify-units: $(VENV)/.installed
 	rm -rf .units && mkdir .units
-	sed 's|^ExecStart=/opt/aiohttp-memproxy/bin/memproxy|ExecStart=$(CURDIR)/$(BIN)/memproxy|' \
-		systemd/aiohttp-memproxy.service > .units/aiohttp-memproxy.service
-	sed 's|^ExecStart=%h/.local/share/aiohttp-memproxy/venv/bin/memproxy|ExecStart=$(CURDIR)/$(BIN)/memproxy|' \
-		systemd/aiohttp-memproxy-user.service > .units/aiohttp-memproxy-user.service
+	$(BIN)/memproxy service install --system --dry-run --platform linux \
+		--config /etc/aiohttp-memproxy/config.yaml | $(UNIT_TEXT) > .units/aiohttp-memproxy.service
+	$(BIN)/memproxy service install --user --dry-run --platform linux \
+		--config $(CURDIR)/conf/config.yaml | $(UNIT_TEXT) > .units/aiohttp-memproxy-user.service
+	grep -q '^ExecStart=' .units/aiohttp-memproxy.service && grep -q '^ExecStart=' .units/aiohttp-memproxy-user.service
 	systemd-analyze verify .units/aiohttp-memproxy.service .units/aiohttp-memproxy-user.service
 	# Scored, failing above the threshold (the table goes to a file: a pipe would hide the exit status).
 	systemd-analyze security --offline=true --threshold=20 .units/aiohttp-memproxy.service > .units/system.txt

@@ -143,7 +143,7 @@ def test_the_cap_stays_below_the_file_limit(configured: int, pool: int, limit: f
 
 @pytest.mark.parametrize("unit", ["aiohttp-memproxy.service", "aiohttp-memproxy-user.service"])
 def test_the_units_raise_the_open_file_limit(unit: str) -> None:
-    lines = (REPO / "systemd" / unit).read_text().splitlines()
+    lines = (REPO / "aiohttp_memproxy" / "install" / "files" / unit).read_text().splitlines()
     limits = [line.partition("=")[2] for line in lines if line.startswith("LimitNOFILE=")]
     assert len(limits) == 1
     assert int(limits[0].partition(":")[0]) >= 8192
