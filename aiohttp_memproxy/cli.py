@@ -342,7 +342,7 @@ def _run(settings: Settings) -> int:
         for error in exc.errors:
             log.error("refusing_to_start", path=exc.source, reason=error)
         return 1
-    except SeamError as exc:  # our words: LiteLLM's internals moved, or its Rust path is forced on
+    except SeamError as exc:  # our words: LiteLLM's internals are not where the seam expects them
         log.error("refusing_to_start", reason=str(exc))
         return 1
     log.info("stopped")
