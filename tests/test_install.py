@@ -60,7 +60,7 @@ def test_init_writes_a_starter_and_an_env_file_then_changes_nothing(
     user: tuple[dict[str, str], Path],
 ) -> None:
     env, work = user
-    secret = "sk-ant-test-value-0123456789"
+    secret = "fake-anthropic-key-for-init-0123456789"
     first = memproxy("init", env={**env, "ANTHROPIC_API_KEY": secret}, cwd=work)
     assert first.returncode == 0, first.stderr
     directory = Path(env["HOME"]) / ".config" / "aiohttp-memproxy"
@@ -389,7 +389,7 @@ async def test_env_claude_sourced_makes_the_real_claude_code_answer(
     shell_env = cli_env(
         Path(env["HOME"]),
         **quiet,
-        ANTHROPIC_API_KEY="sk-ant-a-real-key-that-must-not-be-sent",
+        ANTHROPIC_API_KEY="fake-provider-key-in-the-shell-not-to-send",
         PYTHON=sys.executable,
         CONFIG=str(config),
         CLAUDE=str(claude),
@@ -541,7 +541,7 @@ def test_run_hands_the_client_the_gateway_and_not_the_keys(
     assert memproxy("init", "--dir", str(directory), env=env, cwd=work).returncode == 0
     env_file = directory / "env"
     env_file.write_text(
-        env_file.read_text().replace("OPENAI_API_KEY=\n", "OPENAI_API_KEY=sk-openai-in-file\n")
+        env_file.read_text().replace("OPENAI_API_KEY=\n", "OPENAI_API_KEY=fake-openai-key-in-file\n")
     )
     master = paths.read_env_file(env_file)["MEMPROXY_MASTER_KEY"]
     fake = tmp_path / "fake-claude"
@@ -549,9 +549,9 @@ def test_run_hands_the_client_the_gateway_and_not_the_keys(
     fake.chmod(0o755)
     shell = {
         **env,
-        "GEMINI_API_KEY": "sk-gemini-in-shell",
-        "ANTHROPIC_API_KEY": "sk-ant-in-shell",
-        "MEMPROXY_MASTER_KEY": "sk-a-stale-key-in-the-shell",
+        "GEMINI_API_KEY": "fake-gemini-key-in-shell",
+        "ANTHROPIC_API_KEY": "fake-anthropic-key-in-shell",
+        "MEMPROXY_MASTER_KEY": "fake-stale-master-key-in-the-shell",
         "MY_OWN_SETTING": "kept",
     }
     config = str(directory / "config.yaml")
@@ -567,8 +567,8 @@ def test_run_hands_the_client_the_gateway_and_not_the_keys(
     assert child["MY_OWN_SETTING"] == "kept"
     for withheld in ("OPENAI_API_KEY", "GEMINI_API_KEY", "ANTHROPIC_API_KEY", "MEMPROXY_MASTER_KEY"):
         assert withheld not in child
-    assert "sk-openai-in-file" not in result.stdout
-    assert "sk-gemini-in-shell" not in result.stdout
+    assert "fake-openai-key-in-file" not in result.stdout
+    assert "fake-gemini-key-in-shell" not in result.stdout
 
 
 def test_env_output_is_exports_and_comments_only() -> None:
