@@ -662,6 +662,16 @@ async def recording_run(
             stop(process)
 
 
+async def start_upstream(chunks: int, env: dict[str, str], processes: list[subprocess.Popen[bytes]]) -> str:
+    """The fake upstream as a child process (added to ``processes``), once it answers: its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "tests.fake_upstream", "--port", str(port), "--chunks", str(chunks)]
+    processes.append(spawn(command, env))
+    upstream = f"http://127.0.0.1:{port}"
+    await wait_port(upstream, "/")
+    return upstream
+
+
 def short_table(proxies: Sequence[Target]) -> str:
     """The short form's screen: each gateway's overhead p50 per dialect, and its start to ready."""
     lines = [f"{'overhead p50 ms (plain / 1st byte)':<36}" + "".join(f"{t.name:>16}" for t in proxies)]
@@ -686,11 +696,7 @@ async def short_run(args: argparse.Namespace) -> dict[str, Any]:
     pythons = {"memproxy": args.python, **({"pinned": args.against} if args.against else {})}
     with tempfile.TemporaryDirectory(prefix="memproxy-bench-") as tmp:
         try:
-            up_port = free_port()
-            fake = [sys.executable, "-m", "tests.fake_upstream", "--port", str(up_port)]
-            processes.append(spawn([*fake, "--chunks", str(args.chunks)], env))
-            upstream = f"http://127.0.0.1:{up_port}"
-            await wait_port(upstream, "/")
+            upstream = await start_upstream(args.chunks, env, processes)
             config = write_config(Path(tmp), upstream)
             proxies = []
             for name, python in pythons.items():
@@ -727,19 +733,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="memproxy-bench-") as tmp:
         try:
-            up_port = free_port()
-            fake = [
-                sys.executable,
-                "-m",
-                "tests.fake_upstream",
-                "--port",
-                str(up_port),
-                "--chunks",
-                str(args.chunks),
-            ]
-            processes.append(spawn(fake, env))
-            upstream = f"http://127.0.0.1:{up_port}"
-            await wait_port(upstream, "/")
+            upstream = await start_upstream(args.chunks, env, processes)
             if args.ledger_only:
                 recording = await recording_run(Path(tmp), upstream, env, processes)
                 print(recording_table(recording))

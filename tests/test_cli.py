@@ -19,10 +19,12 @@ from tests.conftest import REPO, SHIPPED_CONFIG, base_config
 pytestmark = pytest.mark.subprocess
 
 
-def memproxy(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def memproxy(
+    *args: str, env: dict[str, str], timeout: float = 60, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "aiohttp_memproxy", *args],
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

@@ -22,25 +22,12 @@ from aiohttp_memproxy.config.settings import ConfigError, Settings
 from aiohttp_memproxy.install import paths
 from tests.conftest import MASTER_KEY, REPO, UPSTREAM_KEY, AppClient, base_config
 from tests.fake_upstream import FakeUpstream
+from tests.test_cli import memproxy
 from tests.test_real_clis import cli, cli_env, run
 
 pytestmark = pytest.mark.subprocess
 
 SHIPPED = REPO / "aiohttp_memproxy" / "install" / "files"
-
-
-def memproxy(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aiohttp_memproxy", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture

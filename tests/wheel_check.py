@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import time
 import urllib.request
 import zipfile
 from pathlib import Path
+
+from tests.bench import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE_DATA = (
@@ -45,13 +46,6 @@ def step(
     if done.returncode != 0:
         sys.exit(f"wheel-check: {what} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def main() -> int:

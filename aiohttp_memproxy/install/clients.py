@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp_memproxy.config.settings import Settings
+from aiohttp_memproxy.install.paths import home
 
 CLIENTS = ("claude", "codex", "gemini", "pycharm", "opencode")
 # What a client sends as its key to a gateway with no master key: any value passes on loopback.
 NO_KEY = "memproxy-no-master-key"
 KEY_VARIABLE = "MEMPROXY_MASTER_KEY"  # where Codex and opencode read the key from (their config names it)
 CODEX_PROVIDER = "memproxy"
+CODEX_KEY = f"model_providers.{CODEX_PROVIDER}"  # its table in Codex's config.toml
 # Gemini CLI (0.61) given a base URL takes its auth type for a "gateway" it then refuses ("Invalid auth method
 # selected") unless its settings choose the API key. Its settings files are the user's (and a system file
 # must be root's all the way up): said, not written.
@@ -80,13 +82,13 @@ def setup(client: str, settings: Settings) -> Setup:
                 "-c",
                 f"model_provider={CODEX_PROVIDER}",
                 "-c",
-                f"{_codex_key()}={_codex_provider(url)}",
+                f"{CODEX_KEY}={_codex_provider(url)}",
             ),
             notes=[
                 "To make it Codex's default, in ~/.codex/config.toml:",
                 f'model_provider = "{CODEX_PROVIDER}"',
                 "",
-                f"[model_providers.{CODEX_PROVIDER}]",
+                f"[{CODEX_KEY}]",
                 'name = "aiohttp-memproxy"',
                 f'base_url = "{url}/v1"',
                 f'env_key = "{KEY_VARIABLE}"',
@@ -135,10 +137,6 @@ def setup(client: str, settings: Settings) -> Setup:
     raise ValueError(client)
 
 
-def _codex_key() -> str:
-    return f"model_providers.{CODEX_PROVIDER}"
-
-
 def _comment(text: str) -> str:
     """One comment line, whatever ``text`` holds (a config's host is the user's to write)."""
     return "# " + "".join(char if char.isprintable() else "?" for char in text) if text else "#"
@@ -178,9 +176,9 @@ def child_arguments(found: Setup, arguments: list[str]) -> list[str]:
 
 def gemini_auth_missing(environ: Mapping[str, str]) -> bool:
     """Whether the user's Gemini CLI settings leave its auth type to the environment (which fails here)."""
-    home = Path(environ.get("GEMINI_CLI_HOME") or environ.get("HOME") or Path.home())
+    gemini_home = Path(environ["GEMINI_CLI_HOME"]) if environ.get("GEMINI_CLI_HOME") else home(environ)
     try:
-        settings = json.loads((home / ".gemini" / "settings.json").read_text())
+        settings = json.loads((gemini_home / ".gemini" / "settings.json").read_text())
         chosen = settings["security"]["auth"]["selectedType"]
     except (OSError, ValueError, KeyError, TypeError):
         return True

@@ -22,12 +22,17 @@ CHECKOUT_CONFIG = Path("conf") / CONFIG_NAME
 SYSTEM_DIR = Path("/etc") / APP
 
 
+def home(environ: Mapping[str, str] = os.environ) -> Path:
+    """The user's home as the environment names it (a test's, a service's), else the account's."""
+    return Path(environ.get("HOME") or Path.home())
+
+
 def config_dir(platform: str = sys.platform, environ: Mapping[str, str] = os.environ) -> Path:
     """The user's config directory for this gateway: XDG on Linux, Application Support on macOS."""
-    home = Path(environ.get("HOME") or Path.home())
+    home_dir = home(environ)
     if platform == "darwin":
-        return home / "Library" / "Application Support" / APP
-    return Path(environ.get("XDG_CONFIG_HOME") or home / ".config") / APP
+        return home_dir / "Library" / "Application Support" / APP
+    return Path(environ.get("XDG_CONFIG_HOME") or home_dir / ".config") / APP
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ def find_config(
     looked = candidates(environ, cwd)
     for path, why in looked:
         if path.is_file():
-            if not _trusted(path):
+            if not _trusted(path.stat(), 0):  # root's: /etc's
                 raise ConfigError(str(path), ["the config is writable by others or not yours: not read"])
             return Found(path, why, None if why == "a checkout's conf/" else _env_beside(path))
     places = ", ".join(str(path) for path, _ in looked)
@@ -93,10 +98,10 @@ def _env_beside(config: Path) -> Path | None:
     return env_file
 
 
-def _trusted(path: Path) -> bool:
-    """Yours or root's, and nobody else may write it."""
-    info = path.stat()
-    return info.st_uid in (os.geteuid(), 0) and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+def _trusted(info: os.stat_result, *owners: int) -> bool:
+    """Yours (or one of ``owners``'), and nobody else may write it: as ``statedir`` trusts its files (that
+    module serves the running gateway, and stays out of these commands' imports)."""
+    return info.st_uid in (os.geteuid(), *owners) and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -109,7 +114,7 @@ def read_env_file(path: Path) -> dict[str, str]:
             text = file.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), [f"cannot read the env file ({type(exc).__name__})"]) from None
-    if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if not _trusted(info):
         raise ConfigError(str(path), ["the env file is writable by others or not yours: not read"])
     values: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), 1):

@@ -17,7 +17,7 @@ from typing import TextIO
 
 from aiohttp_memproxy.config.load import load_settings
 from aiohttp_memproxy.config.settings import ConfigError
-from aiohttp_memproxy.install.paths import CONFIG_NAME, ENV_NAME
+from aiohttp_memproxy.install.paths import CONFIG_NAME, ENV_NAME, read_env_file
 
 MASTER_KEY = "MEMPROXY_MASTER_KEY"
 STRONG = 16  # characters: what the gateway asks of a master key beyond loopback
@@ -96,8 +96,6 @@ def init(directory: Path, environ: Mapping[str, str], out: TextIO, err: TextIO) 
             file=out,
         )
     try:
-        from aiohttp_memproxy.install.paths import read_env_file
-
         settings = load_settings(config, {**read_env_file(env), **environ})
     except ConfigError as exc:
         print(f"memproxy init: {exc.source}: {'; '.join(exc.errors)}", file=err)

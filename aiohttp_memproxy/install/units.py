@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from aiohttp_memproxy.install.paths import APP, ENV_NAME
+from aiohttp_memproxy.install.paths import APP, ENV_NAME, home
 from aiohttp_memproxy.install.starter import shipped
 
 UNIT = f"{APP}.service"
@@ -69,16 +69,19 @@ def _unit(template: str, command: list[str], config: Path, env_file: Path) -> st
 
 
 def _user_units(environ: Mapping[str, str]) -> Path:
-    home = Path(environ.get("HOME") or Path.home())
-    return Path(environ.get("XDG_CONFIG_HOME") or home / ".config") / "systemd" / "user"
+    return Path(environ.get("XDG_CONFIG_HOME") or home(environ) / ".config") / "systemd" / "user"
 
 
 def _plist_path(environ: Mapping[str, str]) -> Path:
-    return Path(environ.get("HOME") or Path.home()) / "Library" / "LaunchAgents" / f"{LABEL}.plist"
+    return home(environ) / "Library" / "LaunchAgents" / f"{LABEL}.plist"
+
+
+def _logs(environ: Mapping[str, str]) -> Path:
+    return home(environ) / "Library" / "Logs" / APP
 
 
 def plist(command: list[str], config: Path, env_file: Path, environ: Mapping[str, str]) -> bytes:
-    logs = Path(environ.get("HOME") or Path.home()) / "Library" / "Logs" / APP
+    logs = _logs(environ)
     return plistlib.dumps(
         {
             "Label": LABEL,
@@ -115,7 +118,7 @@ def plan(
             raise ValueError("on macOS the gateway runs as the user's LaunchAgent: use --user")
         path, target = _plist_path(environ), f"gui/{uid}"
         if action == "install":
-            logs = Path(environ.get("HOME") or Path.home()) / "Library" / "Logs" / APP
+            logs = _logs(environ)
             found.directories.append(logs)
             found.write.append((path, plist(command, config, env_file, environ).decode()))
             found.run.append(["launchctl", "bootout", f"{target}/{LABEL}"])
